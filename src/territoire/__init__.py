@@ -1,0 +1,3 @@
+"""Territoire: the territorial data platform a local authority runs itself."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks (``territoire bench ...``); figures are recorded in docs/benchmarks.md."""

@@ -1,0 +1,51 @@
+-- Entities, their types, their geometries (R*Tree), hosted @contexts, per-tenant validation.
+CREATE TABLE tenants (
+    name TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE entities (
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    types TEXT NOT NULL,
+    scopes TEXT,
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE UNIQUE INDEX entities_by_id ON entities (tenant, id);
+CREATE TABLE entity_types (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (tenant, type, id)
+) WITHOUT ROWID;
+CREATE INDEX entity_types_by_entity ON entity_types (tenant, id);
+CREATE TABLE entity_geo (
+    gid INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    attr TEXT NOT NULL,
+    minx REAL NOT NULL, miny REAL NOT NULL, maxx REAL NOT NULL, maxy REAL NOT NULL,
+    geojson TEXT NOT NULL
+);
+CREATE INDEX entity_geo_by_entity ON entity_geo (tenant, id);
+CREATE VIRTUAL TABLE entity_geo_rtree USING rtree (gid, minx, maxx, miny, maxy);
+CREATE TRIGGER entity_geo_rtree_insert AFTER INSERT ON entity_geo BEGIN
+    INSERT INTO entity_geo_rtree VALUES (new.gid, new.minx, new.maxx, new.miny, new.maxy);
+END;
+CREATE TRIGGER entity_geo_rtree_delete AFTER DELETE ON entity_geo BEGIN
+    DELETE FROM entity_geo_rtree WHERE gid = old.gid;
+END;
+CREATE TABLE jsonld_contexts (
+    local_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE type_validation (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    schema_name TEXT NOT NULL,
+    PRIMARY KEY (tenant, type)
+);

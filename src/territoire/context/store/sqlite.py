@@ -1,0 +1,253 @@
+"""The embedded backend: one SQLite file in WAL mode, no server.
+
+One connection per thread (FastAPI runs sync handlers in a thread pool); writers take the
+database's write lock up front (``BEGIN IMMEDIATE``) so a read-modify-write never deadlocks on a
+lock upgrade. Geo-queries use an R*Tree on bounding boxes, then an exact test in Python
+(``geo_match``), registered as an SQL function so LIMIT, OFFSET and count stay in SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from territoire.context import geo, qlang
+from territoire.context.store.base import EntityQuery
+from territoire.context.store.sql import Cursor, SqlStore
+
+
+def json_path(iri: str) -> str:
+    """The JSON1 path selecting a top-level key (IRIs contain '.', ':' and '/', hence the quotes)."""
+    return '$."' + iri.replace('"', '\\"') + '"'
+
+
+class _GeoQueries:
+    """Geo-queries handed to the ``geo_match`` SQL function by token (SQL cannot carry objects).
+
+    Tokens are kept in a bounded first-in first-out table: a query's token is only needed while
+    its statements run, long before 10,000 newer queries have pushed it out.
+    """
+
+    MAX_TOKENS = 10_000
+
+    def __init__(self) -> None:
+        self._by_token: dict[str, geo.GeoQuery] = {}
+        self._lock = threading.Lock()
+
+    def register(self, query: geo.GeoQuery) -> str:
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._by_token[token] = query
+            if len(self._by_token) > self.MAX_TOKENS:
+                self._by_token.pop(next(iter(self._by_token)))
+        return token
+
+    def match(self, token: str, geojson: str) -> int:
+        query = self._by_token.get(token)
+        if query is None:
+            return 0
+        return 1 if geo.geo_matches(query, orjson.loads(geojson)) else 0
+
+
+class SqliteStore(SqlStore):
+    backend = "sqlite"
+    ph = "?"
+    migrations_package = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
+        super().__init__()
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._geo = _GeoQueries()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA cache_size = -65536")
+            qlang.register_sqlite_functions(conn)
+            conn.create_function("geo_match", 2, self._geo.match, deterministic=True)
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        cur = self._conn().cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        conn = self._conn()
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            cur.close()
+            raise
+        cur.execute("COMMIT")
+        cur.close()
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # --- migrations ----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> list[int]:
+        from territoire.context.model import now_iso
+
+        applied: list[int] = []
+        current = self.schema_version()
+        conn = self._conn()
+        for version, script in self._migration_scripts():
+            if version <= current:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-check under the write lock: another process may have migrated meanwhile.
+                row = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone()
+                if row is None:
+                    for statement in _split_sql(script):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, now_iso()))
+                    applied.append(version)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return applied
+
+    # --- dialect -------------------------------------------------------------------------------
+
+    def _lock_ids(self, cur: Cursor, tenant: str, ids: Sequence[str]) -> None:
+        """BEGIN IMMEDIATE already holds the database's single write lock."""
+
+    def _decode_list(self, value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        decoded: list[str] = orjson.loads(value)
+        return decoded
+
+    def _encode_list(self, value: list[str] | None) -> Any:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def _insert_geo_sql(self) -> str:
+        return (
+            "INSERT INTO entity_geo (tenant, id, attr, minx, miny, maxx, maxy, geojson) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+
+    def _geo_row(self, tenant: str, entity_id: str, attr: str, value: dict[str, Any]) -> tuple[Any, ...]:
+        minx, miny, maxx, maxy = geo.bbox(value)
+        return (tenant, entity_id, attr, minx, miny, maxx, maxy, orjson.dumps(value).decode())
+
+    def _data_select(self) -> str:
+        return "e.data"
+
+    def _data_param(self) -> str:
+        return "?"
+
+    def _upsert_sql(self) -> str:
+        return (
+            "INSERT INTO entities (tenant, id, types, scopes, created_at, modified_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types, "
+            "scopes = excluded.scopes, created_at = excluded.created_at, "
+            "modified_at = excluded.modified_at, data = excluded.data"
+        )
+
+    def _has_any_attr(self, attrs: Sequence[str]) -> tuple[str, list[Any]]:
+        sql = " OR ".join("json_type(e.data, ?) IS NOT NULL" for _ in attrs)
+        return f"({sql})", [json_path(a) for a in attrs]
+
+    def _regex(self, column: str) -> str:
+        return f"regexp(?, {column})"
+
+    def _compile_q(self, query: EntityQuery) -> tuple[str, list[Any]]:
+        return qlang.compile_q_sqlite(query.q, query.expand, "e.data")
+
+    def _compile_scope(self, query: EntityQuery) -> tuple[str, list[Any]]:
+        return qlang.compile_scope_sqlite(query.scope_q, "e.scopes")
+
+    def _geo_clause(self, tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
+        assert query.geo is not None
+        token = self._geo.register(query.geo)
+        sql = "e.id IN (SELECT g.id FROM entity_geo g"
+        params: list[Any] = []
+        box = geo.candidate_bbox(query.geo)
+        where = ["g.tenant = ?", "g.attr = ?"]
+        params.extend([tenant, query.geoproperty])
+        if box is not None:
+            sql += " JOIN entity_geo_rtree r ON r.gid = g.gid"
+            where.append("r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?")
+            params.extend([box[2], box[0], box[3], box[1]])
+        where.append("geo_match(?, g.geojson)")
+        params.append(token)
+        return f"{sql} WHERE {' AND '.join(where)})", params
+
+    def _discovery_rows(
+        self, cur: Cursor, tenant: str, type_iri: str | None, attr_iri: str | None
+    ) -> list[tuple[str, str, str, int]]:
+        sql = (
+            "SELECT t.type, j.key, json_extract(k.value, '$.type'), count(DISTINCT e.id) "
+            "FROM entity_types t JOIN entities e ON e.tenant = t.tenant AND e.id = t.id, "
+            "json_each(e.data) j, json_each(j.value) k WHERE t.tenant = ?"
+        )
+        params: list[Any] = [tenant]
+        if type_iri is not None:
+            sql += " AND t.type = ?"
+            params.append(type_iri)
+        if attr_iri is not None:
+            sql += " AND j.key = ?"
+            params.append(attr_iri)
+        cur.execute(sql + " GROUP BY 1, 2, 3", params)
+        return [(r[0], r[1], r[2], int(r[3])) for r in cur.fetchall()]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
