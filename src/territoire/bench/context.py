@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,7 @@ def run_context_bench(
     table.add_column("measure")
     for backend in all_results:
         table.add_column(backend, justify="right")
-    rows = [
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("batch upsert [entities/s]", lambda r: f"{r['upsert_entities_per_s']:,}"),
         ("GET by id p50 / p95 [ms]", lambda r: f"{r['get_by_id']['p50_ms']} / {r['get_by_id']['p95_ms']}"),
         (

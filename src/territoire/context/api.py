@@ -116,7 +116,7 @@ def parse_type_expr(text: str | None, terms: Terms) -> TypeExpr | None:
         nonlocal position
         token = tokens[position]
         position += 1
-        return token
+        return str(token)
 
     def parse_or() -> list[tuple[str, ...]]:
         groups = parse_and()

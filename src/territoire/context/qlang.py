@@ -1215,8 +1215,9 @@ class _TermCompiler:
     def test(self, el: Any, family: str, clauses: Sequence[tuple[str, list[Any]]]) -> _Frag:
         """Element of ``family`` (number/text/day/time) satisfying all ``clauses``.
 
-        A clause is ``(op, values)``: ``op`` is a SQL comparison operator with one value, or
-        ``IN`` with several.  Date/time families compare canonical forms.
+        A clause is ``(op, values)``: ``op`` is a SQL comparison operator with one value, ``IN``
+        with several or ``BETWEEN`` with two (inclusive).  Date/time families compare canonical
+        forms.
         """
         raise NotImplementedError
 
@@ -1288,7 +1289,7 @@ class _TermCompiler:
         def eq(el: Any) -> _Frag:
             if t.range is not None:
                 family = _family(t.range.low.kind)
-                return self.test(el, family, [(">=", [t.range.low.value]), ("<=", [t.range.high.value])])
+                return self.test(el, family, [("BETWEEN", [t.range.low.value, t.range.high.value])])
             frags: list[_Frag] = []
             bools = list(dict.fromkeys(v.value for v in t.values if v.kind is QValueKind.BOOLEAN))
             if bools:
@@ -1376,20 +1377,16 @@ class _SqliteCompiler(_TermCompiler):
         return f"(json_type({i}.value, ?) IS 'object')", [_sq_path(subs)]
 
     def any_at(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag], unwrap: bool) -> _Frag:
-        jp = _sq_path(path)
+        # json_each over a path yields the scalar itself (key NULL), the elements of an array
+        # (integer keys) or the members of an object (text keys: skipped, except "@value" when
+        # unwrapping a JSON-LD value object).
         x = f"x{next(self.counter)}"
-        arr_sql, arr_params = p((f"{x}.value", f"{x}.type", []))
-        obj: _Frag = (self.false, [])
-        if unwrap:
-            vp = _sq_path((*path, "@value"))
-            obj = p((f"json_extract({i}.value, ?)", f"json_type({i}.value, ?)", [vp]))
-        s_sql, s_params = p((f"json_extract({i}.value, ?)", f"json_type({i}.value, ?)", [jp]))
-        return (
-            f"CASE json_type({i}.value, ?) "
-            f"WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each({i}.value, ?) AS {x} WHERE {arr_sql}) "
-            f"WHEN 'object' THEN {obj[0]} ELSE {s_sql} END",
-            [jp, jp, *arr_params, *obj[1], *s_params],
-        )
+        sql, params = p((f"{x}.value", f"{x}.type", []))
+        keep = f"(typeof({x}.key) <> 'text' OR {x}.key = '@value')" if unwrap else f"typeof({x}.key) <> 'text'"
+        return f"EXISTS (SELECT 1 FROM json_each({i}.value, ?) AS {x} WHERE {keep} AND {sql})", [
+            _sq_path(path),
+            *params,
+        ]
 
     def any_lang(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag]) -> _Frag:
         n = next(self.counter)
@@ -1414,8 +1411,12 @@ class _SqliteCompiler(_TermCompiler):
             xp = ap * x.count(value)
         parts = [guard]
         for op_sql, vals in clauses:
-            marks = "(" + ", ".join("?" for _ in vals) + ")" if op_sql == "IN" else "?"
-            parts.append(f"{x} {op_sql} {marks}")
+            if op_sql == "IN":
+                parts.append(f"{x} IN (" + ", ".join("?" for _ in vals) + ")")
+            elif op_sql == "BETWEEN":
+                parts.append(f"{x} BETWEEN ? AND ?")
+            else:
+                parts.append(f"{x} {op_sql} ?")
             params += [*xp, *vals]
         return "(" + " AND ".join(parts) + ")", params
 
@@ -1531,6 +1532,8 @@ class _PostgresCompiler(_TermCompiler):
         for op_sql, vals in clauses:
             if op_sql == "IN":
                 parts.append(f"{x} IN (" + ", ".join(ph for _ in vals) + ")")
+            elif op_sql == "BETWEEN":
+                parts.append(f"{x}{collate} BETWEEN {ph} AND {ph}")
             else:
                 parts.append(f"{x}{'' if op_sql == '=' else collate} {op_sql} {ph}")
             params += [*xp, *vals]

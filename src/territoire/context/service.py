@@ -216,7 +216,7 @@ def update_attributes(
 
 
 def _attr_instances(entity: Entity, iri: str, name: str) -> list[Instance]:
-    instances = entity["attrs"].get(iri)
+    instances: list[Instance] | None = entity["attrs"].get(iri)
     if not instances:
         raise ResourceNotFound(f"Entity {entity['id']} has no attribute {name}")
     return instances

@@ -53,12 +53,12 @@ class PostgresStore(SqlStore):
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
         with self._pool.connection() as conn, conn.cursor() as cur:
-            yield cur  # type: ignore[misc]
+            yield cur
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield cur  # type: ignore[misc]
+            yield cur
 
     def close(self) -> None:
         self._pool.close()
