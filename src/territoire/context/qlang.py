@@ -1122,18 +1122,23 @@ def matches_scope(expr: ScopeExpr, scopes: Sequence[str] | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# SQL helpers
+# SQL compilers
 # ---------------------------------------------------------------------------------------------
 #
-# Both compilers generate, for a term, ``EXISTS (SELECT 1 FROM <instances of the attribute> AS i
-# WHERE <instance predicate>)``.  The instance predicate dispatches on the instance ``type`` (a
-# CASE) to the one member holding the target, and evaluates an element predicate P on it: directly
-# when the target is a scalar (scalar JSON functions only: the common, fast case), through
-# json_each / jsonb_array_elements when it is an array.  Element predicates never yield NULL, so
-# that ``NOT`` (for != and !~=) is exact.
+# A term compiles to a predicate over the instances of its attribute.  The predicate dispatches
+# on the instance ``type`` (a CASE) to the one member holding the target and evaluates an element
+# predicate P on the target's elements; element predicates never yield NULL, so that the ``NOT``
+# of != and !~= is exact.  Performance: when the attribute has exactly one instance (the usual
+# case) the instance is addressed directly inside the document (``$."A"[0]`` / ``data -> A -> 0``)
+# with scalar JSON functions; otherwise the instances are iterated with json_each /
+# jsonb_array_elements.  Both forms are generated: ``CASE <array length> WHEN 1 THEN <direct>
+# ELSE EXISTS (<loop>) END``.
 
 _COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 _SQL_OPS = {QOp.EQ: "=", QOp.GT: ">", QOp.GE: ">=", QOp.LT: "<", QOp.LE: "<="}
+_FIXED_MEMBERS = frozenset(
+    {"type", "value", "object", "objectList", "valueList", "json", "vocab", "languageMap", "@value"} | METADATA_NAMES
+)
 
 
 def _family(kind: QValueKind) -> str:
@@ -1173,13 +1178,18 @@ def _case(subject: _Frag, branches: Sequence[tuple[str, _Frag]], default: _Frag)
     return sql, params + default[1]
 
 
-class _TermCompiler:
-    """Dialect-independent assembly of a term; subclasses provide the JSON primitives.
+_Pred: TypeAlias = Callable[[Any], _Frag]
 
-    An element predicate ``P`` maps an element (dialect-specific handle) to a fragment.
+
+class _TermCompiler:
+    """Dialect-independent assembly; subclasses provide the JSON primitives.
+
+    ``ref`` designates an instance (dialect-specific); an element predicate maps an element
+    handle (dialect-specific) to a fragment.
     """
 
     false = "false"
+    use_direct = True  # address single instances directly (tests turn it off to cover the loop)
 
     def __init__(self, expand: Expand, data_col: str) -> None:
         self.expand = expand
@@ -1194,22 +1204,25 @@ class _TermCompiler:
 
     # -- primitives (per dialect) -------------------------------------------------------------
 
-    def instances(self, rt: _RTerm, i: str) -> tuple[_Frag, str]:
+    def term(self, rt: _RTerm) -> _Frag:
         raise NotImplementedError
 
-    def node_type(self, i: str, subs: tuple[str, ...]) -> _Frag:
+    def node_type(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
         raise NotImplementedError
 
-    def path_exists(self, i: str, path: tuple[str, ...]) -> _Frag:
+    def path_exists(self, ref: Any, path: tuple[str, ...]) -> _Frag:
         raise NotImplementedError
 
-    def node_is_object(self, i: str, subs: tuple[str, ...]) -> _Frag:
+    def node_is_object(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
         raise NotImplementedError
 
-    def any_at(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag], unwrap: bool) -> _Frag:
+    def any_at(self, ref: Any, path: tuple[str, ...], p: _Pred, unwrap: bool) -> _Frag:
+        """Some element of the JSON at ``path`` satisfies ``p``: the value itself if scalar, its
+        elements if an array, nothing if an object (but its ``@value`` if ``unwrap``)."""
         raise NotImplementedError
 
-    def any_lang(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag]) -> _Frag:
+    def any_lang(self, ref: Any, path: tuple[str, ...], p: _Pred) -> _Frag:
+        """Some value of the language map at ``path`` (flattened one level) satisfies ``p``."""
         raise NotImplementedError
 
     def test(self, el: Any, family: str, clauses: Sequence[tuple[str, list[Any]]]) -> _Frag:
@@ -1232,57 +1245,54 @@ class _TermCompiler:
 
     # -- assembly -----------------------------------------------------------------------------
 
-    def any_element(self, rt: _RTerm, i: str, p: Callable[[Any], _Frag], p_vocab: Callable[[Any], _Frag]) -> _Frag:
-        """Some target element of instance ``i`` satisfies ``p`` (mirrors ``_py_elements``)."""
+    def any_element(self, rt: _RTerm, ref: Any, p: _Pred, p_vocab: _Pred) -> _Frag:
+        """Some target element of the instance satisfies ``p`` (mirrors ``_py_elements``)."""
         path = rt.term.path
         subs = rt.subs
+        no: _Frag = (self.false, [])
         if path.metadata is not None:
-            return self.any_at(i, (*subs, path.metadata), p, False)
+            return self.any_at(ref, (*subs, path.metadata), p, False)
         if path.keys == ("*",):
-            return self.any_lang(i, (*subs, "languageMap"), p)
+            return self.any_lang(ref, (*subs, "languageMap"), p)
         if path.keys:
             keys = path.keys
-            lang = self.any_at(i, (*subs, "languageMap", *keys), p, False) if len(keys) == 1 else (self.false, [])
+            lang = self.any_at(ref, (*subs, "languageMap", *keys), p, False) if len(keys) == 1 else no
             return _case(
-                self.node_type(i, subs),
-                [
-                    ("JsonProperty", self.any_at(i, (*subs, "json", *keys), p, False)),
-                    ("LanguageProperty", lang),
-                ],
-                self.any_at(i, (*subs, "value", *keys), p, False),
+                self.node_type(ref, subs),
+                [("JsonProperty", self.any_at(ref, (*subs, "json", *keys), p, False)), ("LanguageProperty", lang)],
+                self.any_at(ref, (*subs, "value", *keys), p, False),
             )
         rel = rt.eq_class
         branches: list[tuple[str, _Frag]] = [
-            ("Relationship", self.any_at(i, (*subs, "object"), p, False) if rel else (self.false, [])),
-            ("ListRelationship", self.any_at(i, (*subs, "objectList"), p, False) if rel else (self.false, [])),
-            ("ListProperty", self.any_at(i, (*subs, "valueList"), p, False)),
-            ("JsonProperty", self.any_at(i, (*subs, "json"), p, False)),
-            ("VocabProperty", self.any_at(i, (*subs, "vocab"), p_vocab, False)),
-            ("LanguageProperty", self.any_lang(i, (*subs, "languageMap"), p)),
+            ("Relationship", self.any_at(ref, (*subs, "object"), p, False) if rel else no),
+            ("ListRelationship", self.any_at(ref, (*subs, "objectList"), p, False) if rel else no),
+            ("ListProperty", self.any_at(ref, (*subs, "valueList"), p, False)),
+            ("JsonProperty", self.any_at(ref, (*subs, "json"), p, False)),
+            ("VocabProperty", self.any_at(ref, (*subs, "vocab"), p_vocab, False)),
+            ("LanguageProperty", self.any_lang(ref, (*subs, "languageMap"), p)),
         ]
-        return _case(self.node_type(i, subs), branches, self.any_at(i, (*subs, "value"), p, True))
+        return _case(self.node_type(ref, subs), branches, self.any_at(ref, (*subs, "value"), p, True))
 
-    def target_exists(self, rt: _RTerm, i: str) -> _Frag | None:
-        """The target exists in instance ``i`` (mirrors ``_py_target_exists``); None = always."""
+    def target_exists(self, rt: _RTerm, ref: Any) -> _Frag | None:
+        """The target exists in the instance (mirrors ``_py_target_exists``); None = always."""
         path = rt.term.path
         subs = rt.subs
         if path.metadata is not None:
-            return self.path_exists(i, (*subs, path.metadata))
+            return self.path_exists(ref, (*subs, path.metadata))
         if path.keys == ("*",):
-            return self.path_exists(i, (*subs, "languageMap"))
+            return self.path_exists(ref, (*subs, "languageMap"))
         if path.keys:
             keys = path.keys
-            lang = self.path_exists(i, (*subs, "languageMap", *keys)) if len(keys) == 1 else (self.false, [])
+            lang = self.path_exists(ref, (*subs, "languageMap", *keys)) if len(keys) == 1 else (self.false, [])
             return _case(
-                self.node_type(i, subs),
-                [("JsonProperty", self.path_exists(i, (*subs, "json", *keys))), ("LanguageProperty", lang)],
-                self.path_exists(i, (*subs, "value", *keys)),
+                self.node_type(ref, subs),
+                [("JsonProperty", self.path_exists(ref, (*subs, "json", *keys))), ("LanguageProperty", lang)],
+                self.path_exists(ref, (*subs, "value", *keys)),
             )
-        return self.node_is_object(i, subs) if subs else None
+        return self.node_is_object(ref, subs) if subs else None
 
-    def term(self, rt: _RTerm) -> _Frag:
-        n = next(self.counter)
-        i = f"i{n}"
+    def instance_predicate(self, rt: _RTerm, ref: Any) -> _Frag | None:
+        """The term holds for the instance ``ref`` (mirrors ``_py_node_match``); None = always."""
         t = rt.term
         op = t.op
 
@@ -1296,6 +1306,7 @@ class _TermCompiler:
                 frags.append(self.test_bool(el, [bool(b) for b in bools]))
             for family in ("number", "text", "day", "time"):
                 vals = list(dict.fromkeys(v.value for v in t.values if _family(v.kind) == family))
+                vals = [v for v in vals if not isinstance(v, bool)]
                 if vals:
                     frags.append(self.test(el, family, [("=", vals)] if len(vals) == 1 else [("IN", vals)]))
             return _combine(frags, "OR")
@@ -1314,37 +1325,38 @@ class _TermCompiler:
             v = t.values[0]
             return self.test(el, _family(v.kind), [(_SQL_OPS[op], [v.value])])
 
-        pred: _Frag | None
         if op is None:
-            pred = self.target_exists(rt, i)
-        elif op is QOp.EQ:
-            pred = self.any_element(rt, i, eq, eq_vocab)
-        elif op is QOp.NE:
-            some = self.any_element(rt, i, eq, eq_vocab)
-            exists = self.target_exists(rt, i)
+            return self.target_exists(rt, ref)
+        if op is QOp.EQ:
+            return self.any_element(rt, ref, eq, eq_vocab)
+        if op is QOp.NE:
+            some = self.any_element(rt, ref, eq, eq_vocab)
+            exists = self.target_exists(rt, ref)
             neg = (f"NOT ({some[0]})", some[1])
-            pred = neg if exists is None else (f"{exists[0]} AND {neg[0]}", exists[1] + neg[1])
-        elif op is QOp.MATCH:
-            pred = self.any_element(rt, i, regex, regex)
-        elif op is QOp.NOT_MATCH:
-            has = self.any_element(rt, i, self.is_string, self.is_string)
-            found = self.any_element(rt, i, regex, regex)
-            pred = (f"({has[0]}) AND NOT ({found[0]})", has[1] + found[1])
-        else:
-            pred = self.any_element(rt, i, ordered, ordered)
-        (from_sql, from_params), guard = self.instances(rt, i)
-        where = guard if pred is None else f"{guard} AND ({pred[0]})"
-        return f"EXISTS (SELECT 1 FROM {from_sql} WHERE {where})", from_params + ([] if pred is None else pred[1])
+            return neg if exists is None else (f"{exists[0]} AND {neg[0]}", exists[1] + neg[1])
+        if op is QOp.MATCH:
+            return self.any_element(rt, ref, regex, regex)
+        if op is QOp.NOT_MATCH:
+            has = self.any_element(rt, ref, self.is_string, self.is_string)
+            found = self.any_element(rt, ref, regex, regex)
+            return f"({has[0]}) AND NOT ({found[0]})", has[1] + found[1]
+        return self.any_element(rt, ref, ordered, ordered)
 
-
-def _sq_path(keys: Sequence[str]) -> str:
-    """A SQLite JSON path with quoted keys (keys never contain '"' or '\\')."""
-    return "$" + "".join(f'."{k}"' for k in keys)
+    @staticmethod
+    def _and(guard: _Frag, pred: _Frag | None) -> _Frag:
+        if pred is None:
+            return guard
+        return f"{guard[0]} AND ({pred[0]})", guard[1] + pred[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # SQLite compiler
 # ---------------------------------------------------------------------------------------------
+
+
+def _sq_path(keys: Sequence[str], prefix: str = "$") -> str:
+    """A SQLite JSON path with quoted keys (keys never contain '"' or '\\')."""
+    return prefix + "".join(f'."{k}"' for k in keys)
 
 
 def _sqlite_canon(s: str) -> str:
@@ -1358,45 +1370,94 @@ def _sqlite_canon(s: str) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _SqRef:
+    """An instance: the JSON document ``doc`` holding it at path ``prefix``.
+
+    ``direct``: ``doc`` is the entity document (scalar functions on it share SQLite's parse cache,
+    table-valued json_each(doc) would re-parse it); otherwise ``doc`` is the instance's own text.
+    """
+
+    doc: str
+    prefix: str
+    direct: bool
+
+    def path(self, keys: Sequence[str]) -> str:
+        return _sq_path(keys, self.prefix)
+
+
 class _SqliteCompiler(_TermCompiler):
     """Elements are ``(value_sql, type_sql, params)``: ``type_sql`` is a json_type() result and
     ``params`` the parameters of one occurrence of either expression."""
 
     false = "0"
 
-    def instances(self, rt: _RTerm, i: str) -> tuple[_Frag, str]:
-        return (f"json_each({self.data_col}, ?) AS {i}", [_sq_path((rt.attr,))]), f"{i}.type = 'object'"
+    def term(self, rt: _RTerm) -> _Frag:
+        n = next(self.counter)
+        i = f"i{n}"
+        data = self.data_col
+        attr_path = _sq_path((rt.attr,))
+        first = _SqRef(data, attr_path + "[0]", True)
+        loop = _SqRef(f"{i}.value", "$", False)
+        direct = self._and((f"json_type({data}, ?) = 'object'", [first.prefix]), self.instance_predicate(rt, first))
+        looped = self._and((f"{i}.type = 'object'", []), self.instance_predicate(rt, loop))
+        if not self.use_direct:
+            return f"EXISTS (SELECT 1 FROM json_each({data}, ?) AS {i} WHERE {looped[0]})", [attr_path, *looped[1]]
+        return (
+            f"(CASE json_array_length({data}, ?) WHEN 1 THEN {direct[0]} "
+            f"ELSE EXISTS (SELECT 1 FROM json_each({data}, ?) AS {i} WHERE {looped[0]}) END)",
+            [attr_path, *direct[1], attr_path, *looped[1]],
+        )
 
-    def node_type(self, i: str, subs: tuple[str, ...]) -> _Frag:
-        return f"json_extract({i}.value, ?)", [_sq_path((*subs, "type"))]
+    def node_type(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
+        return f"json_extract({ref.doc}, ?)", [ref.path((*subs, "type"))]
 
-    def path_exists(self, i: str, path: tuple[str, ...]) -> _Frag:
-        return f"(json_type({i}.value, ?) IS NOT NULL)", [_sq_path(path)]
+    def path_exists(self, ref: Any, path: tuple[str, ...]) -> _Frag:
+        return f"(json_type({ref.doc}, ?) IS NOT NULL)", [ref.path(path)]
 
-    def node_is_object(self, i: str, subs: tuple[str, ...]) -> _Frag:
-        return f"(json_type({i}.value, ?) IS 'object')", [_sq_path(subs)]
+    def node_is_object(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
+        return f"(json_type({ref.doc}, ?) IS 'object')", [ref.path(subs)]
 
-    def any_at(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag], unwrap: bool) -> _Frag:
-        # json_each over a path yields the scalar itself (key NULL), the elements of an array
-        # (integer keys) or the members of an object (text keys: skipped, except "@value" when
-        # unwrapping a JSON-LD value object).
+    def any_at(self, ref: Any, path: tuple[str, ...], p: _Pred, unwrap: bool) -> _Frag:
+        doc = ref.doc
+        jp = ref.path(path)
         x = f"x{next(self.counter)}"
-        sql, params = p((f"{x}.value", f"{x}.type", []))
-        keep = f"(typeof({x}.key) <> 'text' OR {x}.key = '@value')" if unwrap else f"typeof({x}.key) <> 'text'"
-        return f"EXISTS (SELECT 1 FROM json_each({i}.value, ?) AS {x} WHERE {keep} AND {sql})", [
-            _sq_path(path),
-            *params,
-        ]
+        if not ref.direct:
+            # json_each over a path yields the scalar itself (key NULL), the elements of an array
+            # (integer keys) or the members of an object (text keys: skipped, except "@value"
+            # when unwrapping a JSON-LD value object).
+            sql, params = p((f"{x}.value", f"{x}.type", []))
+            keep = f"(typeof({x}.key) <> 'text' OR {x}.key = '@value')" if unwrap else f"typeof({x}.key) <> 'text'"
+            return f"EXISTS (SELECT 1 FROM json_each({doc}, ?) AS {x} WHERE {keep} AND {sql})", [jp, *params]
+        arr_sql, arr_params = p((f"{x}.value", f"{x}.type", []))
+        obj: _Frag = (self.false, [])
+        if unwrap:
+            obj = p((f"json_extract({doc}, ?)", f"json_type({doc}, ?)", [ref.path((*path, "@value"))]))
+        s_sql, s_params = p((f"json_extract({doc}, ?)", f"json_type({doc}, ?)", [jp]))
+        return (
+            f"CASE json_type({doc}, ?) "
+            f"WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each(json_extract({doc}, ?)) AS {x} WHERE {arr_sql}) "
+            f"WHEN 'object' THEN {obj[0]} ELSE {s_sql} END",
+            [jp, jp, *arr_params, *obj[1], *s_params],
+        )
 
-    def any_lang(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag]) -> _Frag:
+    def any_lang(self, ref: Any, path: tuple[str, ...], p: _Pred) -> _Frag:
         n = next(self.counter)
         lm, x = f"l{n}", f"x{n}"
         sql, params = p((f"{x}.value", f"{x}.type", []))
-        return (
-            f"EXISTS (SELECT 1 FROM json_each({i}.value, ?) AS {lm}, json_each({i}.value, {lm}.fullkey) AS {x} "
-            f"WHERE typeof({lm}.key) = 'text' AND typeof({x}.key) <> 'text' AND {sql})",
-            [_sq_path(path), *params],
-        )
+        lp = ref.path(path)
+        if ref.direct:
+            src, src_params = (
+                f"CASE json_type({ref.doc}, ?) WHEN 'object' THEN json_extract({ref.doc}, ?) END",
+                [lp, lp],
+            )
+            from_sql = f"json_each({src}) AS {lm}, json_each({src}, {lm}.fullkey) AS {x}"
+            from_params = [*src_params, *src_params]
+        else:
+            from_sql = f"json_each({ref.doc}, ?) AS {lm}, json_each({ref.doc}, {lm}.fullkey) AS {x}"
+            from_params = [lp]
+        where = f"typeof({lm}.key) = 'text' AND typeof({x}.key) <> 'text' AND {sql}"
+        return f"EXISTS (SELECT 1 FROM {from_sql} WHERE {where})", [*from_params, *params]
 
     def test(self, el: Any, family: str, clauses: Sequence[tuple[str, list[Any]]]) -> _Frag:
         value, typ, ap = el
@@ -1460,34 +1521,49 @@ def _pg_canon(s: str) -> str:
 
 
 class _PostgresCompiler(_TermCompiler):
-    """Elements are ``(jsonb_sql, params)`` pairs."""
+    """Instance refs and elements are ``(jsonb_sql, params)`` pairs."""
 
-    def instances(self, rt: _RTerm, i: str) -> tuple[_Frag, str]:
+    def term(self, rt: _RTerm) -> _Frag:
+        n = next(self.counter)
+        i = f"i{n}"
+        data = self.data_col
+        attr = f"({data} -> %s::text)"
+        arr = f"(CASE jsonb_typeof({attr}) WHEN 'array' THEN {attr} END)"
+        first: _Frag = (f"({data} -> %s::text -> 0)", [rt.attr])
+        loop: _Frag = (f"{i}.v", [])
+        direct = self._and((f"jsonb_typeof({first[0]}) = 'object'", first[1]), self.instance_predicate(rt, first))
+        looped = self._and((f"jsonb_typeof({i}.v) = 'object'", []), self.instance_predicate(rt, loop))
+        if not self.use_direct:
+            return (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements({arr}) AS {i}(v) WHERE {looped[0]})",
+                [rt.attr, rt.attr, *looped[1]],
+            )
         return (
-            (f"jsonb_array_elements({self.data_col} -> %s::text) AS {i}(v)", [rt.attr]),
-            f"jsonb_typeof({i}.v) = 'object'",
+            f"(CASE jsonb_array_length({arr}) WHEN 1 THEN {direct[0]} "
+            f"ELSE EXISTS (SELECT 1 FROM jsonb_array_elements({arr}) AS {i}(v) WHERE {looped[0]}) END)",
+            [rt.attr, rt.attr, *direct[1], rt.attr, rt.attr, *looped[1]],
         )
 
     @staticmethod
-    def _at(i: str, path: tuple[str, ...]) -> _Frag:
+    def _at(ref: _Frag, path: tuple[str, ...]) -> _Frag:
         if all(k in _FIXED_MEMBERS for k in path):  # no user data: literal path
-            return f"({i}.v #> '{{{','.join(path)}}}')", []
-        return f"({i}.v #> %s::text[])", [list(path)]
+            return f"({ref[0]} #> '{{{','.join(path)}}}')", list(ref[1])
+        return f"({ref[0]} #> %s::text[])", [*ref[1], list(path)]
 
-    def node_type(self, i: str, subs: tuple[str, ...]) -> _Frag:
-        sql, params = self._at(i, (*subs, "type"))
+    def node_type(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
+        sql, params = self._at(ref, (*subs, "type"))
         return f"({sql} #>> '{{}}')", params
 
-    def path_exists(self, i: str, path: tuple[str, ...]) -> _Frag:
-        sql, params = self._at(i, path)
+    def path_exists(self, ref: Any, path: tuple[str, ...]) -> _Frag:
+        sql, params = self._at(ref, path)
         return f"({sql} IS NOT NULL)", params
 
-    def node_is_object(self, i: str, subs: tuple[str, ...]) -> _Frag:
-        sql, params = self._at(i, subs)
+    def node_is_object(self, ref: Any, subs: tuple[str, ...]) -> _Frag:
+        sql, params = self._at(ref, subs)
         return f"(jsonb_typeof({sql}) IS NOT DISTINCT FROM 'object')", params
 
-    def any_at(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag], unwrap: bool) -> _Frag:
-        t_sql, t_params = self._at(i, path)
+    def any_at(self, ref: Any, path: tuple[str, ...], p: _Pred, unwrap: bool) -> _Frag:
+        t_sql, t_params = self._at(ref, path)
         x = f"x{next(self.counter)}"
         arr_sql, arr_params = p((f"{x}.j", []))
         obj: _Frag = ("false", [])
@@ -1501,10 +1577,10 @@ class _PostgresCompiler(_TermCompiler):
             [*t_params, *t_params, *arr_params, *obj[1], *s_params],
         )
 
-    def any_lang(self, i: str, path: tuple[str, ...], p: Callable[[Any], _Frag]) -> _Frag:
+    def any_lang(self, ref: Any, path: tuple[str, ...], p: _Pred) -> _Frag:
         n = next(self.counter)
         lm, x = f"l{n}", f"x{n}"
-        t_sql, t_params = self._at(i, path)
+        t_sql, t_params = self._at(ref, path)
         sql, params = p((f"{x}.j", []))
         lv = f"{lm}.v"
         return (
@@ -1556,16 +1632,12 @@ class _PostgresCompiler(_TermCompiler):
         )
 
 
-_FIXED_MEMBERS = frozenset(
-    {"type", "value", "object", "objectList", "valueList", "json", "vocab", "languageMap", "@value"} | METADATA_NAMES
-)
-
-
 def compile_q_postgres(expr: QExpr, expand: Expand, data_col: str = "e.data") -> tuple[str, list[Any]]:
     """Compile a q expression to a PostgreSQL WHERE fragment with ``%s`` placeholders (psycopg 3).
 
     ``data_col`` is the ``jsonb`` column holding the entity's ``attrs``.  The fragment contains no
-    other ``%`` character.
+    other ``%`` character.  Run it with JIT disabled (``jit = off``): the nested JSON functions
+    get high cost estimates and LLVM compilation would dominate the query time.
     """
     return _PostgresCompiler(expand, data_col).compile(expr)
 

@@ -320,6 +320,7 @@ def _batch(
     def mutation(existing: dict[str, Entity]) -> ChangeSet:
         changes = ChangeSet()
         written: dict[str, Entity] = {}
+        succeeded: set[str] = set()
         for position, entity_id in enumerate(ids):
             current = written.get(entity_id, existing.get(entity_id))
             try:
@@ -335,7 +336,8 @@ def _batch(
                 written[entity_id] = entity
                 if created:
                     result.created.append(entity_id)
-            if entity_id not in result.success:
+            if entity_id not in succeeded:
+                succeeded.add(entity_id)
                 result.success.append(entity_id)
         changes.upserts = list(written.values())
         changes.deletes = [d for d in changes.deletes if d not in written]

@@ -437,9 +437,7 @@ class SchemaValidator:
         try:
             cls.check_schema(schema)
         except SchemaError as exc:
-            raise InternalError(
-                f"Smart Data Models schema {name} is not a valid JSON Schema: {exc.message}"
-            ) from exc
+            raise InternalError(f"Smart Data Models schema {name} is not a valid JSON Schema: {exc.message}") from exc
 
     def _registry_for(self, type_name: str, schema: dict[str, Any], cls: type[Validator]) -> Registry[Any]:
         """A registry holding the schema and, resolved from the bundle, everything it references."""

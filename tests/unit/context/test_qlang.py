@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from territoire.context import qlang
 from territoire.context.errors import BadRequestData, TooComplexQuery
 from territoire.context.qlang import (
     MAX_NESTING,
@@ -253,9 +254,7 @@ def pg_db() -> Iterator[Any]:
             admin.execute("CREATE DATABASE territoire_qtest")
     conn = psycopg.connect(PG_DSN, autocommit=True)
     try:
-        conn.execute(
-            "CREATE TEMPORARY TABLE entities (pk bigserial PRIMARY KEY, data jsonb, scopes text[])"
-        )
+        conn.execute("CREATE TEMPORARY TABLE entities (pk bigserial PRIMARY KEY, data jsonb, scopes text[])")
         with conn.cursor() as cur:
             for pk, e in enumerate(ENTITIES, start=1):
                 cur.execute(
@@ -336,10 +335,10 @@ EXPECTED: list[tuple[str, set[int]]] = [
     ("temperature==0,-5", nums(16, 17)),
     ("temperature==-5.0e0", nums(17)),
     ("count>1e19", nums(27)),
-    ("speed>50;brandName==\"Mercedes\"", nums(1)),
-    ("((speed>50|rpm>3000);brandName==\"Volvo\")", nums(2)),
+    ('speed>50;brandName=="Mercedes"', nums(1)),
+    ('((speed>50|rpm>3000);brandName=="Volvo")', nums(2)),
     ("(temperature>=20;temperature<=25)|rpm<=3000", nums(1, 4, 5, 26, 27, 28)),  # E4: per term
-    ("speed>50|rpm>3000;brandName==\"Volvo\"", nums(1, 2, 26)),  # AND binds tighter
+    ('speed>50|rpm>3000;brandName=="Volvo"', nums(1, 2, 26)),  # AND binds tighter
     ("temperature.accuracy==0.5", nums(2)),
     ("temperature.accuracy>0", nums(2)),
     ("address[zip]>10000", nums(8)),
@@ -462,7 +461,7 @@ def test_expansion_is_applied_to_names_only() -> None:
         seen.append(term)
         return NS + term
 
-    compile_q_sqlite(parse_q('sensor.rawdata[airquality.particulate]==40;temperature.observedAt'), spy)
+    compile_q_sqlite(parse_q("sensor.rawdata[airquality.particulate]==40;temperature.observedAt"), spy)
     assert seen == ["sensor", "rawdata", "temperature"]
 
 
@@ -486,6 +485,26 @@ def test_sqlite_equals_evaluator(sqlite_db: sqlite3.Connection) -> None:
 def test_postgres_equals_evaluator(pg_db: Any) -> None:
     mismatches = {q: (run_python(q), run_pg(pg_db, q)) for q in ALL_QUERIES}
     assert {q: r for q, r in mismatches.items() if r[0] != r[1]} == {}
+
+
+@pytest.fixture
+def loop_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compile without the single-instance fast path (always iterate the instances)."""
+    monkeypatch.setattr(qlang._TermCompiler, "use_direct", False)
+
+
+def test_sqlite_loop_path_equals_evaluator(sqlite_db: sqlite3.Connection, loop_only: None) -> None:
+    queries = ALL_QUERIES + RANDOM_QUERIES
+    results = {q: (run_python(q), run_sqlite(sqlite_db, q)) for q in queries}
+    assert {q: r for q, r in results.items() if r[0] != r[1]} == {}
+    assert "json_array_length" not in compile_q_sqlite(parse_q("a==1"), expand)[0]
+
+
+def test_postgres_loop_path_equals_evaluator(pg_db: Any, loop_only: None) -> None:
+    queries = ALL_QUERIES + RANDOM_QUERIES
+    results = {q: (run_python(q), run_pg(pg_db, q)) for q in queries}
+    assert {q: r for q, r in results.items() if r[0] != r[1]} == {}
+    assert "jsonb_array_length" not in compile_q_postgres(parse_q("a==1"), expand)[0]
 
 
 def _random_queries(count: int, seed: int) -> list[str]:

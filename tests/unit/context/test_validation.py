@@ -108,9 +108,7 @@ def test_filling_level_out_of_range(validator: SchemaValidator) -> None:
         "Entity does not validate against Smart Data Models schema WasteContainer: "
         "attribute 'fillingLevel': 1.7 is greater than the maximum of 1"
     )
-    assert error.extra == {
-        "errors": [{"attribute": "fillingLevel", "message": "1.7 is greater than the maximum of 1"}]
-    }
+    assert error.extra == {"errors": [{"attribute": "fillingLevel", "message": "1.7 is greater than the maximum of 1"}]}
     assert error.status == 400
     problem = error.to_problem()
     assert problem["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"

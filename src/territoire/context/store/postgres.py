@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from territoire.context import geo, qlang
 from territoire.context.errors import InternalError
+from territoire.context.model import Entity
 from territoire.context.store.base import EntityQuery
 from territoire.context.store.sql import Cursor, SqlStore
 
@@ -92,6 +93,65 @@ class PostgresStore(SqlStore):
         return applied
 
     # --- dialect -------------------------------------------------------------------------------
+
+    def _load(self, cur: Cursor, tenant: str, ids: Sequence[str]) -> dict[str, Entity]:
+        """Look the ids up one by one through the primary key (a join on unnest): with IN or ANY,
+        stale statistics during a bulk load make the planner scan the whole tenant instead."""
+        if not ids:
+            return {}
+        cur.execute(
+            "SELECT e.id, e.types, e.scopes, e.created_at, e.modified_at, e.data::text "
+            "FROM unnest(%s::text[]) AS wanted(id) JOIN entities e ON e.tenant = %s AND e.id = wanted.id",
+            (list(dict.fromkeys(ids)), tenant),
+        )
+        return {row[0]: self._row_to_entity(row) for row in cur.fetchall()}
+
+    # Bulk writes go through COPY into per-connection staging tables: several times faster than
+    # executemany for the 1,000-entity batches of ingestion and batch upserts.
+
+    def _staging(self, cur: Cursor) -> None:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging_entities (LIKE entities) ON COMMIT DELETE ROWS;"
+            "CREATE TEMP TABLE IF NOT EXISTS staging_geo "
+            "(tenant TEXT, id TEXT, attr TEXT, geojson TEXT) ON COMMIT DELETE ROWS"
+        )
+
+    def _write_entities(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < 8:
+            super()._write_entities(cur, rows)
+            return
+        self._staging(cur)
+        pg_cur: psycopg.Cursor[Any] = cur  # type: ignore[assignment]
+        with pg_cur.copy(
+            "COPY staging_entities (tenant, id, types, scopes, created_at, modified_at, data) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            "INSERT INTO entities SELECT * FROM staging_entities ON CONFLICT (tenant, id) DO UPDATE SET "
+            "types = excluded.types, scopes = excluded.scopes, created_at = excluded.created_at, "
+            "modified_at = excluded.modified_at, data = excluded.data"
+        )
+
+    def _write_types(self, cur: Cursor, rows: list[tuple[str, str, str]]) -> None:
+        pg_cur: psycopg.Cursor[Any] = cur  # type: ignore[assignment]
+        with pg_cur.copy("COPY entity_types (tenant, type, id) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _write_geo(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < 8:
+            super()._write_geo(cur, rows)
+            return
+        self._staging(cur)
+        pg_cur: psycopg.Cursor[Any] = cur  # type: ignore[assignment]
+        with pg_cur.copy("COPY staging_geo (tenant, id, attr, geojson) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row[:4])
+        cur.execute(
+            "INSERT INTO entity_geo (tenant, id, attr, geojson, geom) SELECT tenant, id, attr, geojson::jsonb, "
+            "ST_SetSRID(ST_GeomFromGeoJSON(geojson), 4326) FROM staging_geo"
+        )
 
     def _lock_ids(self, cur: Cursor, tenant: str, ids: Sequence[str]) -> None:
         if not ids:

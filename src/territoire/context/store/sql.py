@@ -241,17 +241,27 @@ class SqlStore(Store, abc.ABC):
                 if old is not None:
                     regeo.append(eid)
                 geo_rows.extend(self._geo_row(tenant, eid, attr, value) for attr, value in geos)
-        cur.executemany(self._upsert_sql(), rows)
+        self._write_entities(cur, rows)
         for table, stale in (("entity_types", retype), ("entity_geo", regeo)):
             for part in chunks(stale):
                 marks = ", ".join([self.ph] * len(part))
                 cur.execute(f"DELETE FROM {table} WHERE tenant = {self.ph} AND id IN ({marks})", (tenant, *part))
         if type_rows:
-            cur.executemany(
-                f"INSERT INTO entity_types (tenant, type, id) VALUES ({self.ph}, {self.ph}, {self.ph})", type_rows
-            )
+            self._write_types(cur, type_rows)
         if geo_rows:
-            cur.executemany(self._insert_geo_sql(), geo_rows)
+            self._write_geo(cur, geo_rows)
+
+    def _write_entities(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert entity rows ``(tenant, id, types, scopes, created_at, modified_at, data)``."""
+        cur.executemany(self._upsert_sql(), rows)
+
+    def _write_types(self, cur: Cursor, rows: list[tuple[str, str, str]]) -> None:
+        """Insert ``(tenant, type, id)`` rows (stale ones were deleted before)."""
+        cur.executemany(f"INSERT INTO entity_types (tenant, type, id) VALUES ({self.ph}, {self.ph}, {self.ph})", rows)
+
+    def _write_geo(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
+        """Insert the rows made by :meth:`_geo_row` (stale ones were deleted before)."""
+        cur.executemany(self._insert_geo_sql(), rows)
 
     # --- queries -------------------------------------------------------------------------------
 

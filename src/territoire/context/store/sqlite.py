@@ -28,6 +28,15 @@ def json_path(iri: str) -> str:
     return '$."' + iri.replace('"', '\\"') + '"'
 
 
+#: Width of the point grid's columns [deg of longitude].
+GRID_DEGREES = 0.01
+
+
+def grid_column(lon: float) -> int:
+    """The point grid column of a longitude [deg]."""
+    return int((lon + 180.0) // GRID_DEGREES)
+
+
 class _GeoQueries:
     """Geo-queries handed to the ``geo_match`` SQL function by token (SQL cannot carry objects).
 
@@ -167,12 +176,14 @@ class SqliteStore(SqlStore):
 
     def _insert_geo_sql(self) -> str:
         return (
-            "INSERT INTO entity_geo (tenant, id, attr, minx, miny, maxx, maxy, geojson) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO entity_geo (tenant, id, attr, cx, minx, miny, maxx, maxy, geojson) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
 
     def _geo_row(self, tenant: str, entity_id: str, attr: str, value: dict[str, Any]) -> tuple[Any, ...]:
         minx, miny, maxx, maxy = geo.bbox(value)
-        return (tenant, entity_id, attr, minx, miny, maxx, maxy, orjson.dumps(value).decode())
+        cell = grid_column(minx) if value.get("type") == "Point" else None
+        return (tenant, entity_id, attr, cell, minx, miny, maxx, maxy, orjson.dumps(value).decode())
 
     def _data_select(self) -> str:
         return "e.data"
@@ -202,20 +213,28 @@ class SqliteStore(SqlStore):
         return qlang.compile_scope_sqlite(query.scope_q, "e.scopes")
 
     def _geo_clause(self, tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
+        """Candidates from the point grid and the R*Tree, then the exact test (``geo_match``)."""
         assert query.geo is not None
         token = self._geo.register(query.geo)
-        sql = "e.id IN (SELECT g.id FROM entity_geo g"
-        params: list[Any] = []
         box = geo.candidate_bbox(query.geo)
-        where = ["g.tenant = ?", "g.attr = ?"]
-        params.extend([tenant, query.geoproperty])
-        if box is not None:
-            sql += " JOIN entity_geo_rtree r ON r.gid = g.gid"
-            where.append("r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?")
-            params.extend([box[2], box[0], box[3], box[1]])
-        where.append("geo_match(?, g.geojson)")
-        params.append(token)
-        return f"{sql} WHERE {' AND '.join(where)})", params
+        scope = "g.tenant = ? AND g.attr = ?"
+        if box is None:
+            sql = f"SELECT g.id FROM entity_geo g WHERE {scope} AND geo_match(?, g.geojson)"
+            return f"e.id IN ({sql})", [tenant, query.geoproperty, token]
+        minx, miny, maxx, maxy = box
+        first, last = grid_column(minx), grid_column(maxx)
+        points = (
+            f"SELECT g.id FROM entity_geo g WHERE {scope} AND g.cx BETWEEN ? AND ? AND g.miny BETWEEN ? AND ? "
+            "AND g.minx BETWEEN ? AND ? AND geo_match(?, g.geojson)"
+        )
+        others = (
+            "SELECT g.id FROM entity_geo_rtree r JOIN entity_geo g ON g.gid = r.gid "
+            f"WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND {scope} "
+            "AND geo_match(?, g.geojson)"
+        )
+        params = [tenant, query.geoproperty, first, last, miny, maxy, minx, maxx, token]
+        params += [maxx, minx, maxy, miny, tenant, query.geoproperty, token]
+        return f"e.id IN ({points} UNION ALL {others})", params
 
     def _discovery_rows(
         self, cur: Cursor, tenant: str, type_iri: str | None, attr_iri: str | None
