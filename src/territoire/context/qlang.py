@@ -51,17 +51,18 @@ q language (clause 4.9 targets attributes; use the ``id``/``idPattern``/``type``
 names are treated like any other attribute name.
 
 For a term, each *instance* of the attribute is examined (default instance and every datasetId);
-the entity matches if *any* instance matches.  Within an instance, the target is found by walking
-the sub-attributes, then:
+the entity matches if *any* instance matches.  Terms are evaluated independently: in
+``a>1;a<5`` the two terms may be satisfied by different instances.  Within an instance, the
+sub-attributes are walked, then the target is:
 
 * metadata name last: the value of that member (``observedAt``...);
-* bracketed keys: the member path inside ``value`` (Property/GeoProperty) or ``json``
-  (JsonProperty); with a single key, also the language of a LanguageProperty (``languageMap``);
-  ``[*]``: all languages;
-* otherwise, by attribute type: ``value`` (a ``{"@value": v, ...}`` object compares as ``v``),
-  ``object`` (Relationship), ``objectList`` (ListRelationship), ``valueList`` (ListProperty),
-  ``json`` (JsonProperty), ``vocab`` (VocabProperty) and every value of ``languageMap``
-  (LanguageProperty; only when a string-like/temporal value or a regex is queried).
+* bracketed keys: the member path inside ``json`` for a JsonProperty, the language for a
+  LanguageProperty (single key), inside ``value`` for any other type; ``[*]``: every value of
+  ``languageMap``;
+* otherwise, by the instance ``type``: Property/GeoProperty (and unknown types) ``value`` (a
+  JSON-LD value object ``{"@value": v, ...}`` compares as ``v``), Relationship ``object``,
+  ListRelationship ``objectList``, ListProperty ``valueList``, JsonProperty ``json``,
+  VocabProperty ``vocab``, LanguageProperty every value of ``languageMap``.
 
 The target is then flattened one level: an array target contributes its elements ("is included in
 the target value, if the latter is an array"), a JSON object target contributes nothing
@@ -91,6 +92,14 @@ Operators:
   string element and none matches;
 * bare attribute: the target exists (attribute, sub-attribute, metadata member, or the bracketed
   member path -- a JSON ``null`` member exists).
+
+Back ends: :func:`matches` / :func:`compile_matcher` evaluate in Python;
+:func:`compile_q_sqlite` and :func:`compile_q_postgres` return WHERE fragments giving the same
+results.  An attribute with a single instance is addressed directly inside the document (scalar
+JSON functions), several instances are iterated.  On PostgreSQL, run the queries with
+``jit = off``: the JSON functions get high cost estimates and JIT compilation would take far
+longer (~1 s) than the execution (milliseconds).  Regular expressions are evaluated by Python
+:mod:`re` (evaluator, SQLite ``REGEXP``) and by PostgreSQL ``~`` (ARE): keep to the common syntax.
 
 Scope queries (clause 4.19): ``/A/B`` matches entities having the scope ``/A/B``; ``/A/#`` the scope
 ``/A`` and every scope below; ``+`` matches exactly one (non-empty) level; ``/#`` matches any entity

@@ -228,7 +228,8 @@ class SqliteStore(SqlStore):
             "AND g.minx BETWEEN ? AND ? AND geo_match(?, g.geojson)"
         )
         others = (
-            "SELECT g.id FROM entity_geo_rtree r JOIN entity_geo g ON g.gid = r.gid "
+            # CROSS JOIN makes SQLite start from the R*Tree (it would otherwise scan the tenant).
+            "SELECT g.id FROM entity_geo_rtree r CROSS JOIN entity_geo g ON g.gid = r.gid "
             f"WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND {scope} "
             "AND geo_match(?, g.geojson)"
         )
