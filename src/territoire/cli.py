@@ -125,6 +125,7 @@ def bench_context(
     backend: list[str] = typer.Option(["sqlite", "postgres"], help="Backends to measure."),
     postgres_url: str = typer.Option("postgresql://postgres@127.0.0.1:5432/territoire_bench"),
     queries: int = typer.Option(200, help="Repetitions per timed query."),
+    workers: int = typer.Option(1, min=1, help="Server worker processes (2 uses both cores of the reference machine)."),
 ) -> None:
     """Context broker benchmark: batch upsert, GET by id, type+q query, geo near, count."""
     from territoire.bench.context import run_context_bench

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str) -> Iterator[str]:
+def serve(database_url: str, workers: int = 1) -> Iterator[str]:
     """Run ``territoire serve`` on a free port until the block ends; yield its base URL."""
     port = _free_port()
     env = {**os.environ, "TERRITOIRE_DATABASE_URL": database_url, "TERRITOIRE_MAX_LIMIT": "1000"}
@@ -142,22 +143,25 @@ def _timed(client: httpx.Client, url: str, params: Any, repetitions: int, expect
     return samples
 
 
-def bench_backend(base: str, entities: int, repetitions: int, console: Console) -> dict[str, Any]:
+def bench_backend(base: str, entities: int, repetitions: int, console: Console, senders: int = 1) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with httpx.Client(base_url=f"{base}/ngsi-ld/v1", timeout=120.0) as client:
+        batches: list[tuple[int, bytes]] = []
         batch: list[dict[str, Any]] = []
-        upsert_seconds = 0.0
-        with Progress(console=console, transient=True) as progress:
+        for entity in generate_entities(entities):
+            batch.append(entity)
+            if len(batch) == BATCH:
+                batches.append((len(batch), orjson.dumps(batch)))
+                batch = []
+        if batch:
+            batches.append((len(batch), orjson.dumps(batch)))
+        # One sender per server worker, as concurrent ingest clients would be.
+        with Progress(console=console, transient=True) as progress, ThreadPoolExecutor(senders) as pool:
             task = progress.add_task("batch upsert", total=entities)
-            for entity in generate_entities(entities):
-                batch.append(entity)
-                if len(batch) == BATCH:
-                    upsert_seconds += _upsert(client, batch)
-                    progress.advance(task, len(batch))
-                    batch = []
-            if batch:
-                upsert_seconds += _upsert(client, batch)
-                progress.advance(task, len(batch))
+            start = time.perf_counter()
+            for done in pool.map(lambda item: _upsert(client, *item), batches):
+                progress.advance(task, done)
+            upsert_seconds = time.perf_counter() - start
         results["upsert_entities_per_s"] = round(entities / upsert_seconds)
 
         rng = random.Random(SEED + 1)
@@ -196,18 +200,22 @@ def bench_backend(base: str, entities: int, repetitions: int, console: Console) 
     return results
 
 
-def _upsert(client: httpx.Client, batch: list[dict[str, Any]]) -> float:
-    body = orjson.dumps(batch)
-    start = time.perf_counter()
+def _upsert(client: httpx.Client, size: int, body: bytes) -> int:
+    """POST one batch of ``size`` entities; return ``size``."""
     response = client.post("/entityOperations/upsert", content=body, headers={"Content-Type": "application/json"})
-    elapsed = time.perf_counter() - start
     if response.status_code not in (201, 204):
         raise RuntimeError(f"upsert -> {response.status_code}: {response.text[:500]}")
-    return elapsed
+    return size
 
 
 def run_context_bench(
-    *, entities: int, backends: list[str], postgres_url: str, repetitions: int, console: Console
+    *,
+    entities: int,
+    backends: list[str],
+    postgres_url: str,
+    repetitions: int,
+    console: Console,
+    workers: int = 1,
 ) -> dict[str, dict[str, Any]]:
     all_results: dict[str, dict[str, Any]] = {}
     for backend in backends:
@@ -219,10 +227,13 @@ def run_context_bench(
                 url = postgres_url
             else:
                 raise ValueError(f"unknown backend {backend}")
-            console.print(f"[bold]{backend}[/bold]: {entities:,} entities, {repetitions} requests per query")
-            with serve(url) as base:
-                all_results[backend] = bench_backend(base, entities, repetitions, console)
-    table = Table(title=f"territoire bench context — {entities:,} entities")
+            console.print(
+                f"[bold]{backend}[/bold]: {entities:,} entities, {repetitions} requests per query, "
+                f"{workers} server worker(s)"
+            )
+            with serve(url, workers) as base:
+                all_results[backend] = bench_backend(base, entities, repetitions, console, workers)
+    table = Table(title=f"territoire bench context — {entities:,} entities, {workers} worker(s)")
     table.add_column("measure")
     for backend in all_results:
         table.add_column(backend, justify="right")

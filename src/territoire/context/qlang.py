@@ -75,7 +75,7 @@ considered as not matching"):
 * booleans with booleans (``==``/``!=`` only);
 * dateTime/date literals with strings that start with ``YYYY-MM-DD``, time literals with strings
   that start with ``HH:MM``; both sides are canonicalised (a trailing ``Z`` or ``+00:00`` removed,
-  trailing zeros of the fraction removed) and compared as strings, so
+  trailing zeros of the fraction removed, missing seconds added) and compared as strings, so
   ``2024-01-01T10:00:00Z`` equals ``2024-01-01T10:00:00.000000Z``.  A date compares as the start
   of that day.  Stored strings with other UTC offsets are compared as they are.
 * For VocabProperty and ``==``/``!=``, a string/URI/term value matches the stored vocab if equal to
@@ -128,6 +128,7 @@ from territoire.context.errors import BadRequestData, TooComplexQuery
 __all__ = [
     "MAX_NESTING",
     "MAX_QUERY_LENGTH",
+    "MAX_TERMS",
     "METADATA_NAMES",
     "QAnd",
     "QAttrPath",
@@ -159,6 +160,10 @@ MAX_QUERY_LENGTH = 10_000
 
 MAX_NESTING = 50
 """Deepest accepted parenthesis nesting; deeper raises TooComplexQuery."""
+
+MAX_TERMS = 32
+"""Most query terms accepted in a q (each compiles to a sizeable SQL fragment); more raise
+TooComplexQuery."""
 
 METADATA_NAMES = frozenset({"observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt"})
 """Names that, last in a dotted path of two or more names, address an instance's metadata."""
@@ -376,6 +381,7 @@ class _Parser:
         self.pos = 0
         self.what = what
         self.depth = 0
+        self.terms = 0
 
     # -- utilities -------------------------------------------------------------------------
 
@@ -464,6 +470,9 @@ class _Parser:
 
     def q_term(self) -> QTerm:
         start = self.pos
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise TooComplexQuery(f"The q has more than {MAX_TERMS} query terms")
         path = self.q_path()
         self.skip_ws()
         op = self.q_operator()
@@ -552,6 +561,7 @@ class _Parser:
             self.pos += 1
             names.append(self.q_name("a sub-attribute name after '.'"))
         keys: list[str] = []
+        keys_pos = self.pos
         while self.peek() == "[":
             open_pos = self.pos
             self.pos += 1
@@ -577,7 +587,7 @@ class _Parser:
         if len(names) >= 2 and names[-1] in METADATA_NAMES:
             metadata = names.pop()
             if keys:
-                self.error(f"a bracketed path cannot follow the metadata name '{metadata}'", start)
+                self.error(f"a bracketed path cannot follow the metadata name '{metadata}'", keys_pos)
         return QAttrPath(tuple(names), metadata, tuple(keys), self.s[start : self.pos])
 
     def q_operator(self) -> QOp | None:
@@ -1481,12 +1491,11 @@ class _SqliteCompiler(_TermCompiler):
             xp = ap * x.count(value)
         parts = [guard]
         for op_sql, vals in clauses:
-            if op_sql == "IN":
-                parts.append(f"{x} IN (" + ", ".join("?" for _ in vals) + ")")
-            elif op_sql == "BETWEEN":
-                parts.append(f"{x} BETWEEN ? AND ?")
-            else:
-                parts.append(f"{x} {op_sql} ?")
+            if op_sql == "IN":  # one parameter: a JSON array
+                parts.append(f"{x} IN (SELECT value FROM json_each(?))")
+                params += [*xp, json.dumps(vals)]
+                continue
+            parts.append(f"{x} BETWEEN ? AND ?" if op_sql == "BETWEEN" else f"{x} {op_sql} ?")
             params += [*xp, *vals]
         return "(" + " AND ".join(parts) + ")", params
 
@@ -1615,9 +1624,11 @@ class _PostgresCompiler(_TermCompiler):
             xp, ph, collate = jp * x.count(text), "%s::text", ' COLLATE "C"'
         parts = []
         for op_sql, vals in clauses:
-            if op_sql == "IN":
-                parts.append(f"{x} IN (" + ", ".join(ph for _ in vals) + ")")
-            elif op_sql == "BETWEEN":
+            if op_sql == "IN":  # one parameter: an array
+                parts.append(f"{x} = ANY(%s::text[]{'::numeric[]' if family == 'number' else ''})")
+                params += [*xp, [str(v) for v in vals]]
+                continue
+            if op_sql == "BETWEEN":
                 parts.append(f"{x}{collate} BETWEEN {ph} AND {ph}")
             else:
                 parts.append(f"{x}{'' if op_sql == '=' else collate} {op_sql} {ph}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any, Protocol
@@ -241,7 +241,7 @@ class SqlStore(Store, abc.ABC):
                 if old is not None:
                     regeo.append(eid)
                 geo_rows.extend(self._geo_row(tenant, eid, attr, value) for attr, value in geos)
-        self._write_entities(cur, rows)
+        self._write_entities(cur, rows, before.keys())
         for table, stale in (("entity_types", retype), ("entity_geo", regeo)):
             for part in chunks(stale):
                 marks = ", ".join([self.ph] * len(part))
@@ -251,8 +251,9 @@ class SqlStore(Store, abc.ABC):
         if geo_rows:
             self._write_geo(cur, geo_rows)
 
-    def _write_entities(self, cur: Cursor, rows: list[tuple[Any, ...]]) -> None:
-        """Upsert entity rows ``(tenant, id, types, scopes, created_at, modified_at, data)``."""
+    def _write_entities(self, cur: Cursor, rows: list[tuple[Any, ...]], existing: Collection[str]) -> None:
+        """Upsert entity rows ``(tenant, id, types, scopes, created_at, modified_at, data)``;
+        ``existing`` holds the ids already stored (locked by this transaction)."""
         cur.executemany(self._upsert_sql(), rows)
 
     def _write_types(self, cur: Cursor, rows: list[tuple[str, str, str]]) -> None:
