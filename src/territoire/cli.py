@@ -131,7 +131,12 @@ def bench_context(
     from territoire.bench.context import run_context_bench
 
     run_context_bench(
-        entities=entities, backends=backend, postgres_url=postgres_url, repetitions=queries, console=console
+        entities=entities,
+        backends=backend,
+        postgres_url=postgres_url,
+        repetitions=queries,
+        console=console,
+        workers=workers,
     )
 
 
