@@ -20,7 +20,8 @@ from territoire.config import Settings
 from territoire.context.store import Store, open_store
 
 POSTGRES_URL = os.environ.get("TERRITOIRE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/territoire_test")
-TABLES = ("entities", "entity_types", "entity_geo", "tenants", "jsonld_contexts", "type_validation")
+#: Tables kept between tests (schema bookkeeping and PostGIS's own).
+KEEP_TABLES = {"schema_migrations", "spatial_ref_sys"}
 
 
 def _postgres_problem() -> str | None:
@@ -62,7 +63,12 @@ def _postgres_store() -> Store:
     if _shared_pg is None:
         _shared_pg = open_store(POSTGRES_URL, pool_size=4)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        tables = [
+            row[0]
+            for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+            if row[0] not in KEEP_TABLES
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)}")
     _shared_pg._known_tenants.clear()  # type: ignore[attr-defined]
     return _shared_pg
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
@@ -57,6 +58,20 @@ def entity_from_row(row: Sequence[Any], types: list[str], scopes: list[str] | No
     return entity
 
 
+@dataclass(frozen=True)
+class WriteEvent:
+    """One committed-to-be write, as write hooks see it (inside its transaction)."""
+
+    store: SqlStore
+    cursor: Cursor
+    tenant: str
+    previous: dict[str, Entity]  # the entities as they were before the write (absent: new)
+    changes: ChangeSet
+
+
+WriteHook = Callable[[WriteEvent], None]
+
+
 class SqlStore(Store, abc.ABC):
     """A :class:`Store` over a DB-API connection; subclasses give the dialect."""
 
@@ -66,6 +81,7 @@ class SqlStore(Store, abc.ABC):
 
     def __init__(self) -> None:
         self._known_tenants: set[str] = set()
+        self._write_hooks: list[WriteHook] = []
 
     # --- driver hooks --------------------------------------------------------------------------
 
@@ -185,16 +201,29 @@ class SqlStore(Store, abc.ABC):
 
     # --- writes --------------------------------------------------------------------------------
 
+    def add_write_hook(self, hook: WriteHook) -> None:
+        """Run ``hook`` inside every write transaction, after the entities are written.
+
+        History and the subscriptions' outbox are written this way, in the same transaction as
+        the change itself: both are exactly as durable as the write (nothing lost, nothing extra).
+        """
+        self._write_hooks.append(hook)
+
     def modify(self, tenant: str, ids: Sequence[str], mutation: Mutation) -> ChangeSet:
         unique = list(dict.fromkeys(ids))
         with self._write() as cur:
             self._lock_ids(cur, tenant, unique)
             existing = self._load(cur, tenant, unique)
             before = {eid: (list(e["type"]), geo_instances(e)) for eid, e in existing.items()}
+            # Mutations change the loaded entities in place: hooks get an untouched copy.
+            previous = orjson.loads(orjson.dumps(existing)) if self._write_hooks else {}
             changes = mutation(existing)
             if changes.upserts or changes.deletes:
                 self._ensure_tenant(cur, tenant)
-            self._apply(cur, tenant, changes, before)
+                self._apply(cur, tenant, changes, before)
+                event = WriteEvent(self, cur, tenant, previous, changes)
+                for hook in self._write_hooks:
+                    hook(event)
         self._known_tenants.add(tenant)
         return changes
 
