@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,9 +87,19 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_store:
-            app.state.store.close()
+        # Background work registered by the domains (delivery workers, scheduled jobs) runs for
+        # the life of the application and is cancelled, then awaited, at shutdown.
+        tasks = [asyncio.create_task(start(), name=name) for name, start in app.state.background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for close in reversed(app.state.on_close):
+                close()
+            if owns_store:
+                app.state.store.close()
 
     app = FastAPI(
         title="Territoire",
@@ -111,11 +122,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         settings.context_dir, settings.context_fetch_timeout, persistence=app.state.store
     )
     app.state.validator = SchemaValidator()
+    #: (name, coroutine function) pairs run as tasks while the application runs.
+    app.state.background = []
+    #: Callables run at shutdown, in reverse order of registration.
+    app.state.on_close = []
     install_error_handlers(app)
     app.include_router(context_api.router, prefix=NGSI_LD_PREFIX, tags=["NGSI-LD"])
     app.include_router(
         build_contexts_router(context_api.get_resolver), prefix=NGSI_LD_PREFIX, tags=["NGSI-LD @context"]
     )
+    # Each domain installs its routes, write hooks and background work here, in dependency order.
+    # -- temporal API (issue 3) --
+    # -- subscriptions (issue 3) --
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:
