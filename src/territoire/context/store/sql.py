@@ -201,6 +201,14 @@ class SqlStore(Store, abc.ABC):
 
     # --- writes --------------------------------------------------------------------------------
 
+    def reader(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads, for domains that keep tables of their own in this database."""
+        return self._read()
+
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        """A cursor in a write transaction (committed on exit, rolled back on error)."""
+        return self._write()
+
     def add_write_hook(self, hook: WriteHook) -> None:
         """Run ``hook`` inside every write transaction, after the entities are written.
 
