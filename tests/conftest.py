@@ -1,8 +1,10 @@
 """Shared fixtures: every store-backed test runs on SQLite and on PostgreSQL.
 
 PostgreSQL comes from TERRITOIRE_TEST_POSTGRES_URL (default: the local server, database
-territoire_test, created if missing). Without a reachable server the PostgreSQL half is skipped
-with the reason shown, except under CI (CI=true), where it fails: CI must test both backends.
+territoire_test). Each pytest process works in its own database named after it plus the process
+id (created at first use, dropped at the end), so concurrent runs never empty each other's
+tables. Without a reachable server the PostgreSQL half is skipped with the reason shown, except
+under CI (CI=true), where it fails: CI must test both backends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from territoire.app import create_app
 from territoire.config import Settings
 from territoire.context.store import Store, open_store
 
-POSTGRES_URL = os.environ.get("TERRITOIRE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/territoire_test")
+BASE_POSTGRES_URL = os.environ.get(
+    "TERRITOIRE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/territoire_test"
+)
+#: This process's own database.
+POSTGRES_URL = f"{BASE_POSTGRES_URL}_{os.getpid()}"
 #: Tables kept between tests (schema bookkeeping and PostGIS's own).
 KEEP_TABLES = {"schema_migrations", "spatial_ref_sys"}
 
@@ -76,6 +82,10 @@ def _postgres_store() -> Store:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _shared_pg is not None:
         _shared_pg.close()
+    if _PG_PROBLEM is None:  # the database was created by this process
+        base, _, dbname = POSTGRES_URL.rpartition("/")
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
