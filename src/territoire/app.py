@@ -133,7 +133,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     # Each domain installs its routes, write hooks and background work here, in dependency order.
     # -- temporal API (issue 3) --
-    # -- subscriptions (issue 3) --
+    from territoire.context.subscriptions import install_subscriptions
+
+    install_subscriptions(app)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:

@@ -140,6 +140,21 @@ def bench_context(
     )
 
 
+@bench_app.command("notifications")
+def bench_notifications(
+    subscriptions: int = typer.Option(1000, help="Active subscriptions, each watching one entity."),
+    rounds: int = typer.Option(20, help="Updates of every entity."),
+    backend: list[str] = typer.Option(["sqlite", "postgres"], help="Backends to measure."),
+    postgres_url: str = typer.Option("postgresql://postgres@127.0.0.1:5432/territoire_bench"),
+) -> None:
+    """Notifications delivered per second to a local receiver, with 1,000 active subscriptions."""
+    from territoire.bench.notifications import run_notification_bench
+
+    run_notification_bench(
+        subscriptions=subscriptions, rounds=rounds, backends=backend, postgres_url=postgres_url, console=console
+    )
+
+
 def main() -> None:
     app()
 

@@ -9,7 +9,7 @@ starts the server and runs it.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ngsildclient import Client, Entity
 
@@ -21,7 +21,7 @@ def step(name: str, ok: bool, detail: object = "") -> None:
 
 
 def main(host: str, port: int) -> None:
-    observed = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)
+    observed = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
     with Client(hostname=host, port=port, verbose=False) as client:
         container = Entity("WasteContainer", "angers-001")
         container.prop("fillingLevel", 0.62, unitcode="P1", observedat=observed)
@@ -33,7 +33,8 @@ def main(host: str, port: int) -> None:
 
         fetched = client.get("urn:ngsi-ld:WasteContainer:angers-001")
         step("get value", fetched["fillingLevel"].value == 0.62, fetched["fillingLevel"].value)
-        step("get relationship", fetched["refWasteContainerIsle"]["object"] == "urn:ngsi-ld:WasteContainerIsle:angers-01")
+        isle = fetched["refWasteContainerIsle"]["object"]
+        step("get relationship", isle == "urn:ngsi-ld:WasteContainerIsle:angers-01", isle)
         # (ngsildclient 0.5.2's GeoProperty.value getter cannot parse a dict: read the raw member.)
         location = fetched["location"]["value"]
         step("get location", location["coordinates"] == [-0.554, 47.4784], location)

@@ -84,10 +84,10 @@ class PostgresStore(SqlStore):
         self.schema_version()
         with self._write() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            cur.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-            current = int(cur.fetchone()[0])
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in cur.fetchall()}
             for version, script in self._migration_scripts():
-                if version <= current:
+                if version in done:
                     continue
                 cur.execute(script)
                 cur.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, now_iso()))

@@ -217,6 +217,11 @@ class SqlStore(Store, abc.ABC):
         """
         self._write_hooks.append(hook)
 
+    def remove_write_hook(self, hook: WriteHook) -> None:
+        """Stop running ``hook`` (an application sharing this store is closing)."""
+        if hook in self._write_hooks:
+            self._write_hooks.remove(hook)
+
     def modify(self, tenant: str, ids: Sequence[str], mutation: Mutation) -> ChangeSet:
         unique = list(dict.fromkeys(ids))
         with self._write() as cur:

@@ -171,10 +171,11 @@ class SqliteStore(SqlStore):
         from territoire.context.model import now_iso
 
         applied: list[int] = []
-        current = self.schema_version()
+        self.schema_version()  # creates the bookkeeping table
         conn = self._conn()
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
         for version, script in self._migration_scripts():
-            if version <= current:
+            if version in done:
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
