@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from territoire.context import geo, model, qlang, service
-from territoire.context.errors import BadRequestData, NgsiLdError, ResourceNotFound, TooManyResults
+from territoire.context.errors import (
+    BadRequestData,
+    InvalidRequest,
+    NgsiLdError,
+    ResourceNotFound,
+    TooManyResults,
+)
 from territoire.context.http import (
     GEO_JSON,
     JSON_LD,
+    TENANT_HEADER,
     RawBody,
     RequestContext,
     json_response,
+    link_context,
     negotiate,
     page_links,
     parse_json,
@@ -38,7 +49,45 @@ from territoire.context.model import Entity, Terms, now_iso
 from territoire.context.store.base import EntityQuery, Store, TypeExpr
 from territoire.context.validation import SchemaValidator
 
-router = APIRouter()
+#: Routes answering "no such operation" (404 / 405): their parameters are not checked.
+_NOT_OPERATIONS = frozenset({"_no_get_attr", "_no_delete_attrs"})
+
+
+def _query_parameters(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_parameters(sub)
+    return names
+
+
+def reject_unknown_parameters(request: Request) -> None:
+    """Router dependency: a URL parameter the operation does not define is an InvalidRequest (6.3.20)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.name in _NOT_OPERATIONS:
+        return
+    allowed = _query_parameters(route.dependant)
+    unknown = sorted(set(request.query_params.keys()) - allowed)
+    if unknown:
+        raise InvalidRequest(f"Unknown URL parameter(s) for this operation: {', '.join(unknown)}")
+
+
+class _NgsiLdRoute(APIRoute):
+    """A route whose responses carry the request's NGSILD-Tenant header back (6.3.14)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def echo_tenant(request: Request) -> Response:
+            response = await handler(request)
+            tenant = request.headers.get(TENANT_HEADER)
+            if tenant:
+                response.headers[TENANT_HEADER] = tenant
+            return response
+
+        return echo_tenant
+
+
+router = APIRouter(dependencies=[Depends(reject_unknown_parameters)], route_class=_NgsiLdRoute)
 
 RETRIEVE_OPTIONS = {"keyValues", "simplified", "concise", "normalized", "sysAttrs"}
 FORMATS = {"keyValues": "keyValues", "simplified": "keyValues", "concise": "concise", "normalized": "normalized"}
@@ -96,10 +145,72 @@ def representation(options: set[str], fmt: str | None) -> model.Format:
     return chosen[0] if chosen else "normalized"  # type: ignore[return-value]
 
 
+#: Entity members that are not attributes: not valid in ``attrs`` (5.7.1.4, 5.7.2.4).
+NOT_ATTRIBUTES = frozenset({"id", "type", "@id", "@type", "@context"})
+
+
 def expand_names(names: list[str] | None, terms: Terms) -> list[str] | None:
     if names is None:
         return None
-    return [terms.expand(model.check_name(n, "attribute")) for n in names]
+    out = []
+    for name in names:
+        model.check_name(name, "attribute")
+        if name in NOT_ATTRIBUTES:
+            raise BadRequestData(f"{name!r} is not an attribute name")
+        out.append(terms.expand(name))
+    return out
+
+
+_PROJECTION_NAME = re.compile(r"[^\s,{}<>\"'=;()\\]+")
+
+
+def parse_projection(text: str | None, what: str) -> set[str] | None:
+    """The top-level members of a ``pick`` / ``omit`` expression (4.21).
+
+    The grammar is a comma-separated list of members, each optionally followed by ``{...}`` (a
+    projection of the Linked Entity, meaningful with joins, which this broker does not perform:
+    it is checked but not applied). Malformed expressions are BadRequestData.
+    """
+    if text is None:
+        return None
+    members: set[str] = set()
+    position = 0
+
+    def fail(reason: str) -> BadRequestData:
+        return BadRequestData(f"Invalid {what} expression {text!r}: {reason}")
+
+    def parse_list(depth: int) -> None:
+        nonlocal position
+        while True:
+            match = _PROJECTION_NAME.match(text, position)
+            if match is None:
+                raise fail(f"expected a member name at position {position}")
+            if depth == 0:
+                members.add(match.group())
+            position = match.end()
+            if position < len(text) and text[position] == "{":
+                position += 1
+                parse_list(depth + 1)
+                if position >= len(text) or text[position] != "}":
+                    raise fail("unclosed '{'")
+                position += 1
+            if position < len(text) and text[position] == ",":
+                position += 1
+                continue
+            return
+
+    parse_list(0)
+    if position != len(text):
+        raise fail(f"unexpected {text[position]!r} at position {position}")
+    return members
+
+
+def parse_dataset_ids(raw: str | None) -> set[str | None] | None:
+    """The ``datasetId`` URL parameter (4.5.5): URIs, ``@none`` standing for the default instance."""
+    names = split_list(raw)
+    if names is None:
+        return None
+    return {None if name == "@none" else model.check_entity_id(name, "datasetId") for name in names}
 
 
 def parse_type_expr(text: str | None, terms: Terms) -> TypeExpr | None:
@@ -186,12 +297,23 @@ def render_many(
     omit: set[str] | None,
     lang: str | None,
     geometry_property: str,
+    dataset_ids: set[str | None] | None = None,
 ) -> Any:
     rendered = []
     for entity in entities:
         item = model.render_entity(
-            entity, ctx.terms, fmt, sys_attrs=sys_attrs, attrs=attrs, lang=lang, pick=pick, omit=omit
+            entity,
+            ctx.terms,
+            fmt,
+            sys_attrs=sys_attrs,
+            attrs=attrs,
+            lang=lang,
+            pick=pick,
+            omit=omit,
+            dataset_ids=dataset_ids,
         )
+        if not item:
+            continue  # pick / omit left no member (4.21): the entity is not part of the result
         if media == GEO_JSON:
             item = model.to_geojson_feature(item, entity, ctx.terms, ctx.terms.expand(geometry_property), fmt)
         rendered.append(item)
@@ -211,6 +333,7 @@ def geojson_context(content: Any, ctx: RequestContext, media: str) -> Any:
 
 
 @router.post("/entities", status_code=201)
+@router.post("/entities/", status_code=201, include_in_schema=False)
 def create_entity(request: Request, body: RawBody = BodyDep, store: Store = StoreDep) -> Response:
     payload = parse_json(body)
     ctx = request_context(request, get_resolver(request), payload, body.media_type)
@@ -224,14 +347,15 @@ def create_entity(request: Request, body: RawBody = BodyDep, store: Store = Stor
 def _projection(
     ctx: RequestContext, attrs: str | None, pick: str | None, omit: str | None
 ) -> tuple[list[str] | None, set[str] | None, set[str] | None]:
+    """``attrs``, ``pick`` and ``omit`` (4.21): pick and omit exclude each other and ``attrs``."""
     if pick is not None and omit is not None:
         raise BadRequestData("pick and omit cannot be used together")
-    pick_names = split_list(pick)
-    omit_names = split_list(omit)
+    if attrs is not None and (pick is not None or omit is not None):
+        raise BadRequestData("attrs cannot be combined with pick or omit")
     return (
         expand_names(split_list(attrs), ctx.terms),
-        set(pick_names) if pick_names is not None else None,
-        set(omit_names) if omit_names is not None else None,
+        parse_projection(pick, "pick"),
+        parse_projection(omit, "omit"),
     )
 
 
@@ -250,8 +374,10 @@ def retrieve_entity(
     options: list[str] = Query(default=[]),
     format: str | None = None,
     lang: str | None = None,
-    geometryProperty: str = "location",
+    geometryProperty: str | None = None,
     type: str | None = None,
+    datasetId: str | None = None,
+    local: bool = False,
     store: Store = StoreDep,
 ) -> Response:
     model.check_entity_id(entity_id, "The entity id in the path")
@@ -272,10 +398,21 @@ def retrieve_entity(
     if attr_iris is not None and not any(a in entity["attrs"] for a in attr_iris) and attrs:
         raise ResourceNotFound(f"Entity {entity_id} has none of the attributes {attrs}", id=entity_id)
     content: Any = model.render_entity(
-        entity, ctx.terms, fmt, sys_attrs="sysAttrs" in opts, attrs=attr_iris, lang=lang, pick=pick_set, omit=omit_set
+        entity,
+        ctx.terms,
+        fmt,
+        sys_attrs="sysAttrs" in opts,
+        attrs=attr_iris,
+        lang=lang,
+        pick=pick_set,
+        omit=omit_set,
+        dataset_ids=parse_dataset_ids(datasetId),
     )
+    if not content:
+        raise ResourceNotFound(f"Entity {entity_id} has no member left after pick / omit", id=entity_id)
     if media == GEO_JSON:
-        content = model.to_geojson_feature(content, entity, ctx.terms, ctx.terms.expand(geometryProperty), fmt)
+        geometry_property = ctx.terms.expand(geometryProperty or "location")
+        content = model.to_geojson_feature(content, entity, ctx.terms, geometry_property, fmt)
         content = geojson_context(content, ctx, media)
         return json_response(request, content, None, media)
     return json_response(request, content, ctx, media)
@@ -298,6 +435,13 @@ def delete_attribute(
     iri = ctx.terms.expand(model.check_name(attr_id, "attribute"))
     service.delete_attribute(store, tenant, entity_id, iri, attr_id, dataset_id=datasetId, delete_all=deleteAll)
     return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id:path}/attrs", include_in_schema=False)
+@router.delete("/entities/{entity_id:path}/attrs/", include_in_schema=False)
+def _no_delete_attrs(entity_id: str) -> Response:
+    """``/entities/{id}/attrs/`` has no DELETE (6.6.3): 405, not "delete entity {id}/attrs"."""
+    raise StarletteHTTPException(status_code=405)
 
 
 @router.delete("/entities/{entity_id:path}", status_code=204)
@@ -339,6 +483,7 @@ def _update_response(request: Request, result: service.UpdateResult, ctx: Reques
 
 
 @router.post("/entities/{entity_id:path}/attrs", status_code=204)
+@router.post("/entities/{entity_id:path}/attrs/", status_code=204, include_in_schema=False)
 def append_attributes(
     request: Request,
     entity_id: str,
@@ -369,18 +514,37 @@ def partial_attribute_update(
     tenant = tenant_of(request, store, write=False)
     name = model.check_name(attr_id, "attribute")
     iri = ctx.terms.expand(name)
+    if iri == model.SCOPE:
+        raise BadRequestData("scope cannot be the target of a partial attribute update (5.6.4.4)")
     if not isinstance(payload, dict):
         raise BadRequestData("The body must be a JSON object (the members of the attribute to update)")
+    raw = {k: v for k, v in payload.items() if k != "@context"}
+    if not raw:
+        raise BadRequestData("The attribute fragment is empty")
+    dataset_id = raw.get("datasetId")
+    if dataset_id is not None:
+        model.check_entity_id(dataset_id, f"{name}.datasetId")
+    if model.is_null_instance(raw):
+        # An NGSI-LD Null value deletes the targeted instance (6.7.3.1, NGSI-LD Null in 4.5.x).
+        check = entity_check(store, tenant, ctx.terms, get_validator(request))
+        service.delete_attribute(store, tenant, entity_id, iri, name, dataset_id=dataset_id, check=check)
+        return Response(status_code=204)
     entity = store.get_entity(tenant, entity_id)
     if entity is None:
         raise ResourceNotFound(f"Entity {entity_id} does not exist", id=entity_id)
     instances = entity["attrs"].get(iri)
     if not instances:
         raise ResourceNotFound(f"Entity {entity_id} has no attribute {name}")
-    # The patch may omit "type": take it from the stored instance with the same datasetId.
-    dataset_id = payload.get("datasetId")
-    current = next((i for i in instances if i.get("datasetId") == dataset_id), instances[0])
-    raw = {k: v for k, v in payload.items() if k != "@context"}
+    index = model.find_instance(instances, dataset_id)
+    if index is None:
+        which = "a default instance" if dataset_id is None else f"an instance with datasetId {dataset_id}"
+        raise ResourceNotFound(f"Attribute {name} has no {which}")
+    current = instances[index]
+    if "type" in raw and raw["type"] != current["type"]:
+        raise BadRequestData(
+            f"Attribute {name} is a {current['type']}; a partial update cannot change it to {raw['type']!r} (5.6.4.4)"
+        )
+    # The patch may omit "type" and the value member: take them from the stored instance.
     raw.setdefault("type", current["type"])
     member = model.VALUE_MEMBER.get(raw["type"], "value")
     if member not in raw:
@@ -410,12 +574,13 @@ def replace_attribute(
 
 
 @router.patch("/entities/{entity_id:path}/attrs", status_code=204)
+@router.patch("/entities/{entity_id:path}/attrs/", status_code=204, include_in_schema=False)
 def update_attributes(request: Request, entity_id: str, body: RawBody = BodyDep, store: Store = StoreDep) -> Response:
     model.check_entity_id(entity_id, "The entity id in the path")
     payload = parse_json(body, allow_merge_patch=True)
     ctx = request_context(request, get_resolver(request), payload, body.media_type)
     tenant = tenant_of(request, store, write=False)
-    fragment = _fragment(payload, ctx, entity_id)
+    fragment = _fragment(payload, ctx, entity_id, allow_null=True)
     check = entity_check(store, tenant, ctx.terms, get_validator(request))
     result = service.update_attributes(store, tenant, entity_id, fragment, check)
     return _update_response(request, result, ctx)
@@ -466,10 +631,12 @@ def build_query(
     limit: int,
     offset: int,
     count: bool,
+    local: bool = False,
 ) -> EntityQuery:
-    if not any([ids, id_pattern, type_text, attrs, q, geo_query, scope_q]):
+    if not local and not any([ids, id_pattern, type_text, attrs, q, geo_query, scope_q]):
         raise BadRequestData(
-            "A query needs at least one of: id, idPattern, type, attrs, q, geometry (geo-query) or scopeQ"
+            "A query needs at least one of: id, idPattern, type, attrs, q, geometry (geo-query) or scopeQ,"
+            " unless local=true"
         )
     if id_pattern is not None:
         try:
@@ -507,6 +674,7 @@ def _query_response(
     omit: set[str] | None,
     lang: str | None,
     geometry_property: str,
+    dataset_ids: set[str | None] | None = None,
 ) -> Response:
     result = store.query(tenant, query)
     content = render_many(
@@ -520,6 +688,7 @@ def _query_response(
         omit=omit,
         lang=lang,
         geometry_property=geometry_property,
+        dataset_ids=dataset_ids,
     )
     headers: dict[str, str] = {}
     if result.count is not None:
@@ -537,6 +706,7 @@ def _query_response(
 
 
 @router.get("/entities")
+@router.get("/entities/", include_in_schema=False)
 def query_entities(
     request: Request,
     id: str | None = None,
@@ -558,6 +728,8 @@ def query_entities(
     count: bool = False,
     options: list[str] = Query(default=[]),
     format: str | None = None,
+    datasetId: str | None = None,
+    local: bool = False,
     store: Store = StoreDep,
 ) -> Response:
     opts = parse_options(options, RETRIEVE_OPTIONS)
@@ -580,6 +752,7 @@ def query_entities(
         limit=page,
         offset=offset,
         count=count,
+        local=local,
     )
     return _query_response(
         request,
@@ -595,6 +768,7 @@ def query_entities(
         omit=omit_set,
         lang=lang,
         geometry_property=geometryProperty,
+        dataset_ids=parse_dataset_ids(datasetId),
     )
 
 
@@ -650,6 +824,8 @@ def post_query(
     attr_iris = expand_names(attrs_raw, ctx.terms)
     pick_set = set(payload["pick"]) if isinstance(payload.get("pick"), list) else None
     omit_set = set(payload["omit"]) if isinstance(payload.get("omit"), list) else None
+    if pick_set is not None and omit_set is not None:
+        raise BadRequestData("pick and omit cannot be used together")
     query = build_query(
         ctx,
         ids=ids,
@@ -684,13 +860,15 @@ def post_query(
 
 
 def _batch_entities(
-    payload: Any, ctx_for: Callable[[Any], RequestContext], *, fragments: bool
+    payload: Any, ctx_for: Callable[[Any], RequestContext], *, fragments: bool, allow_null: bool = False
 ) -> tuple[list[Entity], list[tuple[str, NgsiLdError]], dict[str, Terms]]:
     """Parse a batch body; entities that do not parse are reported, the others go on."""
     if not isinstance(payload, list):
         raise BadRequestData("The body of a batch operation must be a JSON array")
     if not payload:
         raise BadRequestData("The batch is empty")
+    if any(item is None for item in payload):
+        raise BadRequestData("A batch may not contain null items (5.6.7.4)")
     parsed: list[Entity] = []
     errors: list[tuple[str, NgsiLdError]] = []
     terms_by_id: dict[str, Terms] = {}
@@ -699,7 +877,7 @@ def _batch_entities(
         entity_id = item.get("id", item.get("@id", "")) if isinstance(item, dict) else ""
         try:
             ctx = ctx_for(item)
-            entity = model.parse_entity(item, ctx.terms, now, require_type=not fragments)
+            entity = model.parse_entity(item, ctx.terms, now, require_type=not fragments, allow_null=allow_null)
             if fragments:
                 entity.pop("createdAt", None)
         except NgsiLdError as err:
@@ -726,11 +904,22 @@ def _batch_response(
 
 
 def _batch_context(request: Request, payload: Any, media: str) -> Callable[[Any], RequestContext]:
+    """The @context of each batch item (6.3.5): its own ``@context`` for application/ld+json (a Link
+    header then fails the whole request), else the Link header's (an item carrying an ``@context``
+    then fails on its own)."""
     resolver = get_resolver(request)
     if media == JSON_LD:
+        if link_context(request) is not None:
+            raise BadRequestData("With Content-Type application/ld+json the @context must be in the body, not a Link")
         return lambda item: request_context(request, resolver, item, media)
-    shared = request_context(request, resolver, payload, media)
-    return lambda item: shared
+    shared = request_context(request, resolver)
+
+    def for_item(item: Any) -> RequestContext:
+        if isinstance(item, dict) and "@context" in item:
+            raise BadRequestData("With Content-Type application/json the @context must be in a Link header")
+        return shared
+
+    return for_item
 
 
 def _batch_check(request: Request, store: Store, tenant: str, terms_by_id: dict[str, Terms]) -> service.EntityCheck:
@@ -795,17 +984,7 @@ def batch_merge(request: Request, body: RawBody = BodyDep, store: Store = StoreD
     payload = parse_json(body, allow_merge_patch=True)
     ctx_for = _batch_context(request, payload, body.media_type)
     tenant = tenant_of(request, store, write=False)
-    if isinstance(payload, list):
-        for item in payload:
-            if isinstance(item, dict):
-                for key, value in list(item.items()):
-                    if value == model.NULL_URI or value is None:
-                        item[key] = {"type": "Property", "value": model.NULL_URI}
-    entities, errors, terms = _batch_entities(payload, ctx_for, fragments=True)
-    for entity in entities:
-        for iri, instances in list(entity["attrs"].items()):
-            if any(i.get("value") == model.NULL_URI for i in instances):
-                entity["attrs"][iri] = []
+    entities, errors, terms = _batch_entities(payload, ctx_for, fragments=True, allow_null=True)
     result = service.batch_merge(store, tenant, entities, _batch_check(request, store, tenant, terms))
     return _batch_response(request, result, errors, created_status=False)
 
@@ -835,6 +1014,7 @@ def _list_id(kind: str) -> str:
 
 
 @router.get("/types")
+@router.get("/types/", include_in_schema=False)
 def list_types(request: Request, details: bool = False, store: Store = StoreDep) -> Response:
     media = negotiate(request)
     ctx = request_context(request, get_resolver(request))
@@ -884,6 +1064,7 @@ def type_info(request: Request, type_name: str, store: Store = StoreDep) -> Resp
 
 
 @router.get("/attributes")
+@router.get("/attributes/", include_in_schema=False)
 def list_attributes(request: Request, details: bool = False, store: Store = StoreDep) -> Response:
     media = negotiate(request)
     ctx = request_context(request, get_resolver(request))
@@ -928,3 +1109,14 @@ def attribute_info(request: Request, attr_name: str, store: Store = StoreDep) ->
         "typeNames": [ctx.terms.compact(t) for t in info.type_names],
     }
     return json_response(request, content, ctx, media)
+
+
+def _route_static_paths_first() -> None:
+    """Try ``/entities/`` before ``/entities/{entity_id:path}``: the path converter matches "" too."""
+    static = [r for r in router.routes if getattr(r, "path", "") in ("/entities/",)]
+    for route in static:
+        router.routes.remove(route)
+    router.routes[0:0] = static
+
+
+_route_static_paths_first()

@@ -26,6 +26,10 @@ Format = Literal["normalized", "concise", "keyValues"]
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
 LOCATION = NGSI_LD + "location"
 NULL_URI = "urn:ngsi-ld:null"
+#: Transient member of a parsed fragment instance meaning "delete this instance" (an NGSI-LD Null,
+#: 4.5.x). Only ever seen by the service layer; never stored.
+NULL_MARK = "@null"
+SCOPE = NGSI_LD + "scope"
 
 ATTRIBUTE_TYPES = frozenset(
     {
@@ -128,6 +132,8 @@ def expand_types(raw: Any, terms: Terms, where: str = "type") -> list[str]:
     for name in names:
         check_name(name, "entity type")
         iri = terms.expand(name)
+        if iri.startswith("@") or ":" not in iri:
+            raise BadRequestData(f"Invalid entity type {name!r}: it expands to {iri!r}, not to an IRI")
         if iri not in out:
             out.append(iri)
     return out
@@ -143,7 +149,15 @@ def parse_scopes(raw: Any) -> list[str]:
     return list(dict.fromkeys(scopes))
 
 
-def parse_entity(body: Any, terms: Terms, now: str, *, require_id: bool = True, require_type: bool = True) -> Entity:
+def parse_entity(
+    body: Any,
+    terms: Terms,
+    now: str,
+    *,
+    require_id: bool = True,
+    require_type: bool = True,
+    allow_null: bool = False,
+) -> Entity:
     """Parse an entity payload (normalized or concise) into the internal form.
 
     Raises :class:`BadRequestData` naming the offending member. ``now`` stamps createdAt/modifiedAt.
@@ -163,7 +177,7 @@ def parse_entity(body: Any, terms: Terms, now: str, *, require_id: bool = True, 
         entity["scope"] = parse_scopes(body["scope"])
     entity["createdAt"] = now
     entity["modifiedAt"] = now
-    entity["attrs"] = parse_attributes(body, terms, now, skip=ENTITY_RESERVED)
+    entity["attrs"] = parse_attributes(body, terms, now, skip=ENTITY_RESERVED, allow_null=allow_null)
     return entity
 
 
@@ -172,8 +186,9 @@ def parse_attributes(
 ) -> dict[str, list[Instance]]:
     """Parse the attribute members of an entity or fragment into ``{IRI: [instances]}``.
 
-    With ``allow_null`` (merge-patch), an attribute whose value is ``urn:ngsi-ld:null`` or JSON null
-    becomes an empty list, meaning "delete this attribute".
+    With ``allow_null`` (merge-patch and update operations), an instance whose value is NGSI-LD Null
+    (``urn:ngsi-ld:null``, clause 4.5.x) becomes a *null instance* ``{"type": ...,
+    NULL_MARK: True[, "datasetId": ...]}`` meaning "delete the instance with this datasetId".
     """
     attrs: dict[str, list[Instance]] = {}
     for name, raw in body.items():
@@ -181,23 +196,48 @@ def parse_attributes(
             continue
         check_name(name, "attribute")
         iri = terms.expand(name)
-        if allow_null and (raw is None or raw == NULL_URI or _is_null_instance(raw)):
-            attrs[iri] = []
-            continue
         raw_list = raw if isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw) else [raw]
-        instances = [parse_instance(item, name, terms, now, top_level=True) for item in raw_list]
+        instances = []
+        for item in raw_list:
+            if allow_null and is_null_instance(item):
+                instances.append(null_instance(item, name))
+            else:
+                instances.append(parse_instance(item, name, terms, now, top_level=True))
         check_dataset_ids(instances, name)
         attrs[iri] = instances
     return attrs
 
 
-def _is_null_instance(raw: Any) -> bool:
+def is_null_instance(raw: Any) -> bool:
+    """True if ``raw`` (one attribute instance, any representation) carries the NGSI-LD Null.
+
+    The NGSI-LD Null is the string ``urn:ngsi-ld:null`` (4.5.x): JSON-LD drops JSON ``null``, so a
+    JSON null value stays invalid input (BadRequestData), as in every other operation.
+    """
+    if raw == NULL_URI:
+        return True
     if not isinstance(raw, dict):
         return False
     for member in ("value", "object", "languageMap", "valueList", "json", "vocab", "objectList"):
         if member in raw:
-            return raw[member] == NULL_URI or raw[member] is None
+            value = raw[member]
+            if member == "languageMap" and isinstance(value, dict) and value:
+                # A LanguageProperty is nulled with {"@none": "urn:ngsi-ld:null"} (4.5.18).
+                return all(text == NULL_URI for text in value.values())
+            return bool(value == NULL_URI)
     return False
+
+
+def null_instance(raw: Any, name: str) -> Instance:
+    """The null instance (see :func:`parse_attributes`) of a raw NGSI-LD Null attribute."""
+    instance: Instance = {"type": "Property", NULL_MARK: True}
+    if isinstance(raw, dict):
+        declared = raw.get("type")
+        if isinstance(declared, str) and declared in ATTRIBUTE_TYPES:
+            instance["type"] = declared
+        if "datasetId" in raw:
+            instance["datasetId"] = check_entity_id(raw["datasetId"], f"{name}.datasetId")
+    return instance
 
 
 def check_dataset_ids(instances: list[Instance], name: str) -> None:
@@ -349,11 +389,13 @@ def render_entity(
     lang: str | None = None,
     pick: set[str] | None = None,
     omit: set[str] | None = None,
+    dataset_ids: set[str | None] | None = None,
 ) -> dict[str, Any]:
     """Render an internal entity with compacted names.
 
     ``attrs`` (expanded IRIs) restricts the attributes shown; ``pick`` / ``omit`` (compacted names,
-    including ``id`` and ``type``) implement the v1.8 projection parameters.
+    including ``id`` and ``type``) implement the v1.8 projection parameters; ``dataset_ids`` keeps
+    only the instances with these datasetIds (``None`` standing for the default instance, 4.5.5).
     """
     out: dict[str, Any] = {}
     if _shown("id", pick, omit):
@@ -370,6 +412,10 @@ def render_entity(
         name = terms.compact(iri)
         if not _shown(name, pick, omit):
             continue
+        if dataset_ids is not None:
+            instances = [i for i in instances if i.get("datasetId") in dataset_ids]
+            if not instances:
+                continue
         rendered = [render_instance(i, terms, fmt, sys_attrs=sys_attrs, lang=lang) for i in instances]
         if fmt == "keyValues":
             out[name] = rendered[0] if len(rendered) == 1 else rendered

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from territoire.context.errors import AlreadyExists, NgsiLdError, ResourceNotFound
-from territoire.context.model import Entity, Instance, find_instance, merge_instance, now_iso, put_instance
+from territoire.context.model import (
+    NULL_MARK,
+    SCOPE,
+    Entity,
+    Instance,
+    find_instance,
+    merge_instance,
+    now_iso,
+    put_instance,
+)
 from territoire.context.store.base import ChangeSet, Store
 
 #: Called on every entity about to be written (e.g. Smart Data Models validation); raises to refuse.
@@ -108,19 +117,35 @@ def replace_entity(store: Store, tenant: str, entity_id: str, new: Entity, check
     store.modify(tenant, [entity_id], mutation)
 
 
+def _delete_instance(entity: Entity, iri: str, dataset_id: str | None) -> bool:
+    """Remove the instance of ``iri`` with ``dataset_id`` (None: the default one); False if absent."""
+    instances = entity["attrs"].get(iri, [])
+    index = find_instance(instances, dataset_id)
+    if index is None:
+        return False
+    instances.pop(index)
+    if not instances:
+        del entity["attrs"][iri]
+    return True
+
+
 def _merge_into(entity: Entity, fragment: Entity, now: str) -> None:
-    """Merge-patch ``fragment`` into ``entity`` in place (5.6.17). An empty instance list deletes."""
+    """Merge-patch ``fragment`` into ``entity`` in place (5.6.17).
+
+    An NGSI-LD Null instance deletes the instance with the same datasetId (the default instance if
+    it has none), 4.5.x / 5.6.17.4.
+    """
     for type_iri in fragment.get("type", []):
         if type_iri not in entity["type"]:
             entity["type"].append(type_iri)
     if "scope" in fragment:
         entity["scope"] = fragment["scope"]
     for iri, instances in fragment["attrs"].items():
-        if not instances:
-            entity["attrs"].pop(iri, None)
-            continue
-        olds = entity["attrs"].setdefault(iri, [])
         for instance in instances:
+            if instance.get(NULL_MARK):
+                _delete_instance(entity, iri, instance.get("datasetId"))
+                continue
+            olds = entity["attrs"].setdefault(iri, [])
             index = find_instance(olds, instance.get("datasetId"))
             if index is None:
                 put_instance(entity, iri, instance, now)
@@ -147,7 +172,11 @@ def _append_into(entity: Entity, fragment: Entity, no_overwrite: bool, now: str)
         if type_iri not in entity["type"]:
             entity["type"].append(type_iri)
     if "scope" in fragment:
-        entity["scope"] = list(dict.fromkeys([*entity.get("scope", []), *fragment["scope"]]))
+        # 5.6.3.4: with overwrite the fragment's scope replaces the entity's; otherwise it is added.
+        if no_overwrite:
+            entity["scope"] = list(dict.fromkeys([*entity.get("scope", []), *fragment["scope"]]))
+        else:
+            entity["scope"] = list(fragment["scope"])
     for iri, instances in fragment["attrs"].items():
         for instance in instances:
             olds = entity["attrs"].get(iri, [])
@@ -178,9 +207,26 @@ def append_attributes(
     return outcome
 
 
-def _update_into(entity: Entity, fragment: Entity, now: str) -> UpdateResult:
-    """Update existing attributes only (5.6.2): absent ones are reported, not created."""
+def _update_into(entity: Entity, fragment: Entity, now: str) -> tuple[UpdateResult, bool]:
+    """Update existing attributes only (5.6.2): absent ones are reported, not created.
+
+    Returns the outcome and whether the entity changed. Types in the fragment are added; a scope
+    replaces the entity's scope only if it has one (else it is reported as not updated); an NGSI-LD
+    Null deletes the matching instance.
+    """
     result = UpdateResult()
+    changed = False
+    for type_iri in fragment.get("type", []):
+        if type_iri not in entity["type"]:
+            entity["type"].append(type_iri)
+            changed = True
+    if "scope" in fragment:
+        if entity.get("scope"):
+            entity["scope"] = list(fragment["scope"])
+            result.updated.append(SCOPE)
+            changed = True
+        else:
+            result.not_updated.append((SCOPE, "The entity has no scope to update"))
     for iri, instances in fragment["attrs"].items():
         for instance in instances:
             olds = entity["attrs"].get(iri, [])
@@ -188,12 +234,16 @@ def _update_into(entity: Entity, fragment: Entity, now: str) -> UpdateResult:
                 which = "" if "datasetId" not in instance else f" with datasetId {instance['datasetId']}"
                 result.not_updated.append((iri, f"Attribute{which} does not exist"))
                 continue
-            put_instance(entity, iri, instance, now)
+            if instance.get(NULL_MARK):
+                _delete_instance(entity, iri, instance.get("datasetId"))
+            else:
+                put_instance(entity, iri, instance, now)
+            changed = True
             if iri not in result.updated:
                 result.updated.append(iri)
-    if result.updated:
+    if changed:
         entity["modifiedAt"] = now
-    return result
+    return result, changed
 
 
 def update_attributes(
@@ -205,8 +255,8 @@ def update_attributes(
     def mutation(existing: dict[str, Entity]) -> ChangeSet:
         nonlocal outcome
         entity = _require(existing, entity_id)
-        outcome = _update_into(entity, fragment, now_iso())
-        if not outcome.updated:
+        outcome, changed = _update_into(entity, fragment, now_iso())
+        if not changed:
             return ChangeSet()
         check(entity)
         return ChangeSet(upserts=[entity])
@@ -283,6 +333,14 @@ def delete_attribute(
 
     def mutation(existing: dict[str, Entity]) -> ChangeSet:
         entity = _require(existing, entity_id)
+        if iri == SCOPE:
+            # 5.6.5.4: deleting the scope "attribute" removes the entity's scope.
+            if not entity.get("scope"):
+                raise ResourceNotFound(f"Entity {entity_id} has no scope")
+            del entity["scope"]
+            entity["modifiedAt"] = now_iso()
+            check(entity)
+            return ChangeSet(upserts=[entity])
         instances = _attr_instances(entity, iri, name)
         if delete_all:
             del entity["attrs"][iri]
