@@ -132,7 +132,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         build_contexts_router(context_api.get_resolver), prefix=NGSI_LD_PREFIX, tags=["NGSI-LD @context"]
     )
     # Each domain installs its routes, write hooks and background work here, in dependency order.
-    # -- temporal API (issue 3) --
+    from territoire.context.temporal import install_temporal
+
+    install_temporal(app)
     from territoire.context.subscriptions import install_subscriptions
 
     install_subscriptions(app)

@@ -6,12 +6,15 @@ import typer
 from rich.console import Console
 
 from territoire.config import Settings
+from territoire.context.temporal.cli import bench_temporal, retention_app
 
 app = typer.Typer(help="Territoire: the territorial data platform a local authority runs itself.", no_args_is_help=True)
 validation_app = typer.Typer(help="Smart Data Models validation required per tenant and entity type.")
 bench_app = typer.Typer(help="Reproducible benchmarks; figures go to docs/benchmarks.md.")
 app.add_typer(validation_app, name="validation")
 app.add_typer(bench_app, name="bench")
+app.add_typer(retention_app, name="retention")
+bench_app.command("temporal")(bench_temporal)
 console = Console()
 
 
