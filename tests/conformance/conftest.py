@@ -8,7 +8,9 @@ test (and TRUNCATE on PostgreSQL) costs ten times more than the requests themsel
 ``client`` is one application per backend for the whole session, its data emptied (DELETE, fast on
 tables this small) before each test: every test still starts from an empty broker, like with the
 root fixture. The application runs without its background workers (subscription delivery,
-temporal retention), which these tests do not exercise. Tests that depend on state the store does
+temporal retention), which these tests do not exercise, and on a Store object of its own (on
+PostgreSQL, the same database as the root fixture's): the write hooks it registers must not fire
+for the other tests' writes. Tests that depend on state the store does
 not hold (the @context registry kept in memory) use ``isolated_client``, the root fixtures' fresh
 application per test.
 """
@@ -48,8 +50,7 @@ def settings() -> Settings:
 class _Broker:
     """One backend's store and running application, and a connection to empty its tables."""
 
-    def __init__(self, backend: str, store: Store, emptier: Any, tables: list[str]) -> None:
-        self.backend = backend
+    def __init__(self, store: Store, emptier: Any, tables: list[str]) -> None:
         self.store = store
         self.app = create_app(conformance_settings(), store=store)
         self.app.state.background = []  # no delivery / retention workers (see the module docstring)
@@ -68,14 +69,16 @@ class _Broker:
     def close(self) -> None:
         self.client.__exit__(None, None, None)
         self._emptier.close()
-        if self.backend == "sqlite":
-            self.store.close()  # the PostgreSQL store is the root conftest's, closed at session end
+        self.store.close()
 
 
 def _open_broker(backend: str, directory: Path) -> _Broker:
     emptier: Any
     if backend == "postgres":
-        store = root._postgres_store()
+        root._postgres_store()  # creates this process's database, migrated
+        # A Store of its own: the application registers write hooks (subscriptions, temporal) on
+        # its store, and this application outlives the tests sharing the root fixture's store.
+        store = open_store(root.POSTGRES_URL, pool_size=2)
         emptier = psycopg.connect(root.POSTGRES_URL, autocommit=True)
         rows = emptier.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     else:
@@ -85,7 +88,7 @@ def _open_broker(backend: str, directory: Path) -> _Broker:
         rows = emptier.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     # The R*Tree's shadow tables follow its virtual table (entity_geo_rtree) and are not touched.
     tables = [row[0] for row in rows if row[0] not in KEPT and not row[0].startswith("entity_geo_rtree_")]
-    return _Broker(backend, store, emptier, tables)
+    return _Broker(store, emptier, tables)
 
 
 @pytest.fixture(scope="session")

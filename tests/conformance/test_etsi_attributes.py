@@ -29,13 +29,6 @@ from _etsi import (
     random_id,
 )
 
-UPDATE_RESULT_NAMES = pytest.mark.xfail(
-    reason="GS CIM 009 6.3.6: a 207 payload uses fully qualified names only (no @context); Territoire"
-    " compacts the UpdateResult names with the request @context, which"
-    " tests/integration/test_entities_api.py::test_append_update_and_partial_update asserts",
-    strict=True,
-)
-
 NULL_KINDS = [
     ("property", "Property", "name"),
     ("relationship", "Relationship", "locatedAt"),
@@ -144,8 +137,6 @@ def test_010_04_append_entity_attributes_no_overwrite(
 
     TP/NGSI-LD/ContextInformation/Provision/EntityAttributes/AppendEntityAttributes/010_04.robot
     """
-    if status == 207:
-        request.applymarker(UPDATE_RESULT_NAMES)
     entity_id = _entity(api, "vehicle-speed-two-datasetid.jsonld")
     response = api.append_attributes(entity_id, fragment, JSON_LD, options="noOverwrite")
     check_status(response, status)

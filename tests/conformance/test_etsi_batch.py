@@ -416,11 +416,6 @@ def test_005_01_batch_update(api: Api, filename: str, fragment: str) -> None:
             "fragmentEntities/location-fragment.json",
             207,
             id="005_02_03-EntityWithNewAndExistingAttribute",
-            marks=pytest.mark.xfail(
-                reason="an entity partly updated under noOverwrite (5.6.9) is reported as a success (204);"
-                " tests/integration/test_query_api.py::test_batch_operations asserts it in the success list",
-                strict=True,
-            ),
         ),
     ],
 )

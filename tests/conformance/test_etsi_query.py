@@ -272,11 +272,6 @@ def test_019_03_04_query_entities_with_wrong_georel(api: Api) -> None:
     check_problem(response, 400, BAD_REQUEST_DATA)
 
 
-@pytest.mark.xfail(
-    reason="GS CIM 009 5.7.2.4 / 6.4.3.2: a query needs type, attrs, q or a geo-query (or local=true); Territoire "
-    "also accepts id alone, which tests/integration/test_query_api.py::test_query_by_type_id_and_pattern asserts",
-    strict=True,
-)
 def test_019_03_05_query_entities_without_minimal_parameters(api: Api) -> None:
     """Check that one cannot query entities if it has none of the minimal parameters.
 
@@ -514,12 +509,6 @@ def test_019_10_query_with_point_geometries(
         ),
         pytest.param("contains", "Point", "[13.3442688,52.4650045]", 1, id="019_11_08-QueryOnContainsPoint"),
     ],
-)
-@pytest.mark.xfail(
-    reason="the suite's polygon of building-location-polygon.jsonld (and the 019_11_01 / 019_11_06 query polygons) "
-    "self-intersect near their second vertex; geo.py rejects geometries that are not OGC-valid (400 "
-    "'invalid Polygon: Self-intersection'), RFC 7946 does not say either way",
-    strict=True,
 )
 def test_019_11_query_with_polygon_geometries(
     api: Api, georel: str, geometry: str, coordinates: str, expected_count: int

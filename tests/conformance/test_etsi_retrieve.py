@@ -253,11 +253,6 @@ def test_018_15_get_entity_format_or_options(
     check_entity(expectation, entity_id, response.json(), ignore_core_context_version=True)
 
 
-@pytest.mark.xfail(
-    reason="the suite expects InvalidRequest for an invalid format / options value; Territoire answers"
-    " BadRequestData, which tests/integration/test_entities_api.py::test_sys_attrs_and_representations asserts",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("format_value", "options"),
     [

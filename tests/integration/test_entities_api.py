@@ -77,7 +77,7 @@ def test_sys_attrs_and_representations(client: TestClient) -> None:
     concise = client.get(url, params={"format": "concise"}).json()
     assert concise["fillingLevel"] == {"value": 0.5, "unitCode": "P1", "observedAt": "2026-11-22T08:00:00Z"}
     assert concise["location"] == {"type": "Point", "coordinates": [-0.554, 47.478]}
-    problem(client.get(url, params={"options": "fancy"}), 400, "BadRequestData")
+    problem(client.get(url, params={"options": "fancy"}), 400, "InvalidRequest")
 
 
 def test_concise_input_round_trips(client: TestClient) -> None:
@@ -179,11 +179,14 @@ def test_append_update_and_partial_update(client: TestClient) -> None:
         attrs, params={"options": "noOverwrite"}, json={"fillingLevel": {"type": "Property", "value": 0.1}}
     )
     assert response.status_code == 207
-    assert response.json()["notUpdated"][0]["attributeName"] == "fillingLevel"
+    # A 207 body has no @context: names are fully qualified (6.3.6).
+    fill = "https://uri.etsi.org/ngsi-ld/default-context/fillingLevel"
+    assert response.json()["notUpdated"][0]["attributeName"] == fill
     response = client.patch(attrs, json={"fillingLevel": {"type": "Property", "value": 0.7}, "nope": 1})
     assert response.status_code == 207
     body = response.json()
-    assert body["updated"] == ["fillingLevel"] and body["notUpdated"][0]["attributeName"] == "nope"
+    assert body["updated"] == [fill]
+    assert body["notUpdated"][0]["attributeName"] == "https://uri.etsi.org/ngsi-ld/default-context/nope"
     response = client.patch(f"{attrs}/fillingLevel", json={"value": 0.8, "observedAt": "2026-11-22T09:00:00Z"})
     assert response.status_code == 204, response.text
     got = client.get(f"{BASE}/entities/urn:ngsi-ld:WasteContainer:1").json()

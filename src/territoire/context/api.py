@@ -137,11 +137,11 @@ def entity_check(store: Store, tenant: str, terms: Terms, validator: SchemaValid
 def representation(options: set[str], fmt: str | None) -> model.Format:
     if fmt is not None:
         if fmt not in FORMATS:
-            raise BadRequestData(f"Unknown format {fmt!r}; use normalized, concise, keyValues or simplified")
+            raise InvalidRequest(f"Unknown format {fmt!r}; use normalized, concise, keyValues or simplified")
         return FORMATS[fmt]  # type: ignore[return-value]
     chosen = [FORMATS[o] for o in ("keyValues", "simplified", "concise", "normalized") if o in options]
     if len(set(chosen)) > 1:
-        raise BadRequestData("options asks for more than one representation")
+        raise InvalidRequest("options asks for more than one representation")
     return chosen[0] if chosen else "normalized"  # type: ignore[return-value]
 
 
@@ -475,9 +475,10 @@ def _fragment(payload: Any, ctx: RequestContext, entity_id: str, *, allow_null: 
 def _update_response(request: Request, result: service.UpdateResult, ctx: RequestContext) -> Response:
     if not result.not_updated:
         return Response(status_code=204)
+    # A 207 payload carries no @context, so its names are fully qualified (6.3.6).
     content = {
-        "updated": [ctx.terms.compact(i) for i in result.updated],
-        "notUpdated": [{"attributeName": ctx.terms.compact(i), "reason": r} for i, r in result.not_updated],
+        "updated": list(result.updated),
+        "notUpdated": [{"attributeName": iri, "reason": r} for iri, r in result.not_updated],
     }
     return json_response(request, content, None, status=207)
 
@@ -633,10 +634,10 @@ def build_query(
     count: bool,
     local: bool = False,
 ) -> EntityQuery:
-    if not local and not any([ids, id_pattern, type_text, attrs, q, geo_query, scope_q]):
+    # 5.7.2.4 / 6.4.3.2: ids, idPattern or scopeQ alone are not enough to select entities.
+    if not local and not any([type_text, attrs, q, geo_query]):
         raise BadRequestData(
-            "A query needs at least one of: id, idPattern, type, attrs, q, geometry (geo-query) or scopeQ,"
-            " unless local=true"
+            "A query needs at least one of: type, attrs, q or a geo-query (geometry), unless local=true"
         )
     if id_pattern is not None:
         try:

@@ -272,6 +272,11 @@ def _build(gtype: Any, coordinates: Any, where: str, check_valid: bool) -> BaseG
     return geom
 
 
+def _repaired(geom: BaseGeometry) -> BaseGeometry:
+    """``geom`` made valid (OGC) for predicates, the way PostGIS ``ST_MakeValid`` does."""
+    return geom if shapely.is_valid(geom) else shapely.make_valid(geom)
+
+
 def _geometry_object(value: Any, where: str) -> tuple[Any, Any]:
     if type(value) is not dict:
         raise _bad(where, f"a GeoProperty value must be a GeoJSON geometry object, got {_short(value)}")
@@ -325,7 +330,7 @@ def validate_geometry(value: Any, attr: str | None = None) -> BaseGeometry:
         return shapely.Point(point[0], point[1])
     where = attr or ""
     gtype, coordinates = _geometry_object(value, where)
-    return _build(gtype, coordinates, where, check_valid=True)
+    return _build(gtype, coordinates, where, check_valid=False)
 
 
 def check_geometry(value: Any, attr: str | None = None) -> None:
@@ -557,7 +562,9 @@ def parse_geo_query(
     if rel == "near" and geometry != "Point":
         raise _bad("geometry", f"georel 'near' needs geometry 'Point', got {geometry!r}")
     coords = _parse_coordinates(coordinates)
-    shape = _build(geometry, coords, "coordinates", check_valid=True)
+    # A self-intersecting reference polygon is repaired (as PostGIS ST_MakeValid does) rather than
+    # refused: RFC 7946 and NGSI-LD do not require simple polygons, and the ETSI suite uses one.
+    shape = _repaired(_build(geometry, coords, "coordinates", check_valid=False))
     if geoproperty is None:
         geoproperty = DEFAULT_GEOPROPERTY
     elif not isinstance(geoproperty, str) or not geoproperty.strip():
@@ -784,7 +791,7 @@ def geo_matches(q: GeoQuery, value: dict[str, Any]) -> bool:
             if q.georel == "disjoint":
                 return not shapely.intersects_xy(qg, point[0], point[1])
         gtype, coordinates = _geometry_object(value, "")
-        stored = _build(gtype, coordinates, "", check_valid=False)
+        stored = _repaired(_build(gtype, coordinates, "", check_valid=False))
         return _PREDICATES[q.georel](qg, stored)
     except (BadRequestData, GEOSException, ValueError, TypeError, KeyError, IndexError):
         return False
@@ -838,7 +845,7 @@ def postgis_predicate(q: GeoQuery, geom_col: str = "g.geom") -> tuple[str, list[
             params.extend([lon, lat, q.min_distance])
         return "(" + " AND ".join(clauses) + ")", params
     function = _POSTGIS_FUNCTIONS[q.georel]
-    reference = "ST_SetSRID(ST_GeomFromGeoJSON(%s::text), 4326)"
+    reference = "ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(%s::text), 4326))"
     return f"{function}({col}, {reference})", [json.dumps(q.geojson, separators=(",", ":"))]
 
 

@@ -205,7 +205,7 @@ def parse_options(raw: list[str], allowed: set[str]) -> set[str]:
             if not option:
                 continue
             if option not in allowed:
-                raise BadRequestData(f"Unknown option {option!r}; allowed here: {', '.join(sorted(allowed))}")
+                raise InvalidRequest(f"Unknown option {option!r}; allowed here: {', '.join(sorted(allowed))}")
             options.add(option)
     return options
 

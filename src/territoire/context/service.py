@@ -362,6 +362,15 @@ def delete_attribute(
 # --- batch operations ------------------------------------------------------------------------------
 
 
+class PartlyApplied(AlreadyExists):
+    """A batch step that wrote part of its entity (noOverwrite kept some attributes): the entity is
+    written and also reported among the errors, as 5.6.9 asks."""
+
+    def __init__(self, detail: str, entity: Entity) -> None:
+        super().__init__(detail, id=entity["id"])
+        self.entity = entity
+
+
 def _batch(
     store: Store,
     tenant: str,
@@ -383,6 +392,10 @@ def _batch(
             current = written.get(entity_id, existing.get(entity_id))
             try:
                 entity, delete, created = step(current, entity_id, position)
+            except PartlyApplied as partly:
+                written[entity_id] = partly.entity
+                result.errors.append((entity_id, partly))
+                continue
             except NgsiLdError as err:
                 result.errors.append((entity_id, err))
                 continue
@@ -455,9 +468,12 @@ def batch_update(
         if current is None:
             raise _missing(entity_id)
         outcome = _append_into(current, entities[position], no_overwrite, now)
-        if outcome.not_updated and not outcome.updated:
+        if outcome.not_updated:
             names = ", ".join(iri for iri, _ in outcome.not_updated)
-            raise AlreadyExists(f"No attribute updated (noOverwrite): {names}", id=entity_id)
+            if not outcome.updated:
+                raise AlreadyExists(f"No attribute updated (noOverwrite): {names}", id=entity_id)
+            check(current)
+            raise PartlyApplied(f"Attributes kept (noOverwrite): {names}", current)
         check(current)
         return current, False, False
 

@@ -170,7 +170,7 @@ class PostgresStore(SqlStore):
                 copy.write_row(row[:4])
         cur.execute(
             "INSERT INTO entity_geo (tenant, id, attr, geojson, geom) SELECT tenant, id, attr, geojson::jsonb, "
-            "ST_SetSRID(ST_GeomFromGeoJSON(geojson), 4326) FROM staging_geo"
+            "ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(geojson), 4326)) FROM staging_geo"
         )
 
     def _lock_ids(self, cur: Cursor, tenant: str, ids: Sequence[str]) -> None:
@@ -191,7 +191,7 @@ class PostgresStore(SqlStore):
     def _insert_geo_sql(self) -> str:
         return (
             "INSERT INTO entity_geo (tenant, id, attr, geojson, geom) "
-            "VALUES (%s, %s, %s, %s::jsonb, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326))"
+            "VALUES (%s, %s, %s, %s::jsonb, ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326)))"
         )
 
     def _geo_row(self, tenant: str, entity_id: str, attr: str, value: dict[str, Any]) -> tuple[Any, ...]:
