@@ -229,3 +229,23 @@ def test_notification_body_and_helpers() -> None:
     assert endpoint_key("mqtt://user:pw@b:1884/t") == "mqtt://b:1884"
     config = DeliveryConfig.from_env({"TERRITOIRE_NOTIFY_BACKOFF_MAX": "2.5", "TERRITOIRE_NOTIFY_BATCH": "10"})
     assert config.backoff_max == 2.5 and config.batch == 10
+
+
+def test_notification_batches_keep_one_reason_and_one_change_per_entity() -> None:
+    from territoire.context.subscriptions.delivery import notification_batches
+    from territoire.context.subscriptions.storage import OutboxRow
+
+    def row(seq: int, entity: str, reason: str) -> OutboxRow:
+        return OutboxRow(seq, "", "urn:s", entity, reason, b"{}", 0, 0.0)
+
+    rows = [
+        row(1, "urn:a", "attributeUpdated"),
+        row(2, "urn:b", "attributeUpdated"),
+        row(3, "urn:a", "attributeUpdated"),  # second change of urn:a: a new notification
+        row(4, "urn:a", "attributeDeleted"),  # another reason: a new notification
+        row(5, "urn:a", "entityDeleted"),
+        row(6, "urn:c", "entityDeleted"),
+        row(7, "urn:d", "entityDeleted"),
+    ]
+    batches = notification_batches(rows, max_entities=2)
+    assert [[r.seq for r in batch] for batch in batches] == [[1, 2], [3], [4], [5, 6], [7]]

@@ -282,6 +282,27 @@ class MqttConnections:
             await self._drop(key)
 
 
+def notification_batches(rows: Sequence[OutboxRow], max_entities: int) -> list[list[OutboxRow]]:
+    """Split a lane's rows (in order) into notifications: consecutive rows share one notification
+    while they have the same trigger reason (a notification has one ``triggerReason``), name each
+    entity at most once (two changes of one entity are two notifications, in order), and number at
+    most ``max_entities``."""
+    batches: list[list[OutboxRow]] = []
+    current: list[OutboxRow] = []
+    entities: set[str] = set()
+    for row in rows:
+        if current and (
+            row.reason != current[0].reason or row.entity_id in entities or len(current) >= max_entities
+        ):
+            batches.append(current)
+            current, entities = [], set()
+        current.append(row)
+        entities.add(row.entity_id)
+    if current:
+        batches.append(current)
+    return batches
+
+
 class DeliveryWorker:
     """See module docstring. ``run`` is the background task; ``wake`` may be called from any thread."""
 
@@ -447,12 +468,13 @@ class DeliveryWorker:
                 rows.sort(key=lambda r: r.seq)
                 if lane.sub.throttling is not None:
                     rows = self._latest_per_entity(rows)
-                for start in range(0, len(rows), self.config.max_entities):
-                    batch = rows[start : start + self.config.max_entities]
+                start = 0
+                for batch in notification_batches(rows, self.config.max_entities):
                     ok = await self._deliver(lane, batch)
                     self._take(lane, batch)
+                    start += len(batch)
                     if not ok:
-                        rest = rows[start + len(batch) :] + lane.rows
+                        rest = rows[start:] + lane.rows
                         lane.rows = []
                         self._take(lane, rest)
                         self._outcomes.retries.append(
