@@ -232,8 +232,10 @@ class PostgresStore(SqlStore):
     def _geo_clause(self, tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
         assert query.geo is not None
         predicate, params = geo.postgis_predicate(query.geo, "g.geom")
+        # ARRAY(...) is computed once (an InitPlan), then the ids are looked up by primary key: with
+        # a plain IN the planner may walk every entity in id order and probe the subquery per row.
         return (
-            f"e.id IN (SELECT g.id FROM entity_geo g WHERE g.tenant = %s AND g.attr = %s AND {predicate})",
+            f"e.id = ANY(ARRAY(SELECT g.id FROM entity_geo g WHERE g.tenant = %s AND g.attr = %s AND {predicate}))",
             [tenant, query.geoproperty, *params],
         )
 

@@ -8,6 +8,7 @@ including every statement's shape, lives here so the two behave identically.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -358,16 +359,35 @@ class SqlStore(Store, abc.ABC):
         return " AND ".join(clauses), params
 
     def query(self, tenant: str, query: EntityQuery) -> QueryResult:
-        where, params = self._where(tenant, query)
+        single_type = (
+            query.types.any_of[0][0]
+            if query.types is not None and len(query.types.any_of) == 1 and len(query.types.any_of[0]) == 1
+            else None
+        )
+        if single_type is not None:
+            # One type (the common case): walk that type's ids in order through the entity_types
+            # primary key, so a LIMIT stops early instead of passing over every other type first.
+            rest = dataclasses.replace(query, types=None)
+            where, params = self._where(tenant, rest)
+            source = (
+                "entity_types t JOIN entities e ON e.tenant = t.tenant AND e.id = t.id "
+                f"WHERE t.tenant = {self.ph} AND t.type = {self.ph} AND "
+            )
+            params = [tenant, single_type, *params]
+            order = "t.id"
+        else:
+            where, params = self._where(tenant, query)
+            source, order = "entities e WHERE ", "e.id"
+        select = self._select_entities().replace(" FROM entities e", " FROM ")
         with self._read() as cur:
             count = None
             if query.count:
-                cur.execute(f"SELECT count(*) FROM entities e WHERE {where}", params)
+                cur.execute(f"SELECT count(*) FROM {source}{where}", params)
                 count = int(cur.fetchone()[0])
             entities: list[Entity] = []
             if query.limit > 0:
                 cur.execute(
-                    f"{self._select_entities()} WHERE {where} ORDER BY e.id LIMIT {self.ph} OFFSET {self.ph}",
+                    f"{select}{source}{where} ORDER BY {order} LIMIT {self.ph} OFFSET {self.ph}",
                     [*params, query.limit, query.offset],
                 )
                 entities = [self._row_to_entity(row) for row in cur.fetchall()]
