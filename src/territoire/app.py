@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     install_error_handlers(app)
     app.include_router(context_api.router, prefix=NGSI_LD_PREFIX, tags=["NGSI-LD"])
     app.include_router(
-        build_contexts_router(context_api.get_resolver), prefix=NGSI_LD_PREFIX, tags=["NGSI-LD @context"]
+        build_contexts_router(context_api.resolver_dependency), prefix=NGSI_LD_PREFIX, tags=["NGSI-LD @context"]
     )
     # Each domain installs its routes, write hooks and background work here, in dependency order.
     from territoire.context.temporal import install_temporal

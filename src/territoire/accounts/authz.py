@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import Request
 
 
-def authorize(request: Request) -> None:
-    """Admit or refuse ``request``; raising refuses it. Today: admit (no accounts yet)."""
+async def authorize(request: Request) -> None:
+    """Admit or refuse ``request``; raising refuses it. Today: admit (no accounts yet).
+
+    ``async`` because it does no blocking work: FastAPI then runs it without a thread-pool hop."""
     request.state.principal = None

@@ -60,7 +60,7 @@ def _query_parameters(dependant: Dependant) -> set[str]:
     return names
 
 
-def reject_unknown_parameters(request: Request) -> None:
+async def reject_unknown_parameters(request: Request) -> None:
     """Router dependency: a URL parameter the operation does not define is an InvalidRequest (6.3.20)."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or route.name in _NOT_OPERATIONS:
@@ -108,7 +108,18 @@ def get_validator(request: Request) -> SchemaValidator:
     return validator
 
 
-StoreDep = Depends(get_store)
+async def store_dependency(request: Request) -> Store:
+    """:func:`get_store` as a dependency. Cheap dependencies are ``async`` so FastAPI does not hop to
+    the thread pool for each of them (about 0.1 ms a hop, a third of a GET by id)."""
+    return get_store(request)
+
+
+async def resolver_dependency(request: Request) -> ContextResolver:
+    """:func:`get_resolver` as a dependency (see :func:`store_dependency`)."""
+    return get_resolver(request)
+
+
+StoreDep = Depends(store_dependency)
 ResolverDep = Depends(get_resolver)
 BodyDep = Depends(raw_body)
 

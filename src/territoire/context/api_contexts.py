@@ -62,7 +62,7 @@ def _wants_ld_json(request: Request) -> bool:
     return any(part.split(";")[0].strip().lower() == _LD_JSON for part in accept.split(","))
 
 
-def build_contexts_router(get_resolver: Callable[..., ContextResolver]) -> APIRouter:
+def build_contexts_router(get_resolver: Callable[..., Any]) -> APIRouter:
     """The ``/jsonldContexts`` router; ``get_resolver`` is a FastAPI dependency giving the resolver."""
     router = APIRouter(tags=["JSON-LD @contexts"])
 

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from territoire.context.api import check_pagination, get_resolver, get_store
+from territoire.context.api import check_pagination, get_resolver, store_dependency
 from territoire.context.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from territoire.context.http import (
     JSON_LD,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 BodyDep = Depends(raw_body)
-StoreDep = Depends(get_store)
+StoreDep = Depends(store_dependency)
 
 
 def get_service(request: Request) -> SubscriptionService:

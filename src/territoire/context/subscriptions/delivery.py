@@ -291,9 +291,7 @@ def notification_batches(rows: Sequence[OutboxRow], max_entities: int) -> list[l
     current: list[OutboxRow] = []
     entities: set[str] = set()
     for row in rows:
-        if current and (
-            row.reason != current[0].reason or row.entity_id in entities or len(current) >= max_entities
-        ):
+        if current and (row.reason != current[0].reason or row.entity_id in entities or len(current) >= max_entities):
             batches.append(current)
             current, entities = [], set()
         current.append(row)

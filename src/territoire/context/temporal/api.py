@@ -67,7 +67,7 @@ from territoire.context.temporal.storage import HistoryIntent, Series
 
 router = APIRouter()
 BodyDep = Depends(raw_body)
-StoreDep = Depends(context_api.get_store)
+StoreDep = Depends(context_api.store_dependency)
 _SIMPLIFIED_MEMBERS = {key: attr_type for attr_type, key in SIMPLIFIED_KEYS.items() if attr_type != "GeoProperty"}
 
 
