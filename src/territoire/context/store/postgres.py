@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 from territoire.context import geo, qlang
 from territoire.context.errors import InternalError
 from territoire.context.model import Entity
-from territoire.context.store.base import EntityQuery
+from territoire.context.store.base import EntityQuery, TypeExpr
 from territoire.context.store.sql import Cursor, SqlStore
 
 #: Advisory lock namespace for schema migrations (any constant distinct from entity-lock hashes).
@@ -172,6 +172,21 @@ class PostgresStore(SqlStore):
             "INSERT INTO entity_geo (tenant, id, attr, geojson, geom) SELECT tenant, id, attr, geojson::jsonb, "
             "ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(geojson), 4326)) FROM staging_geo"
         )
+
+    def _type_clause(self, types: TypeExpr) -> tuple[str, list[Any]]:
+        """On the entities' own ``types`` array: with no per-row join the planner can drive a query
+        from its most selective part (ids, geo candidates) even before statistics exist."""
+        groups: list[str] = []
+        params: list[Any] = []
+        singles = [group[0] for group in types.any_of if len(group) == 1]
+        if singles:
+            groups.append("e.types && %s::text[]")
+            params.append(singles)
+        for group in types.any_of:
+            if len(group) > 1:
+                groups.append("e.types @> %s::text[]")
+                params.append(list(group))
+        return "(" + " OR ".join(groups) + ")", params
 
     def _lock_ids(self, cur: Cursor, tenant: str, ids: Sequence[str]) -> None:
         if not ids:
