@@ -102,7 +102,7 @@ class PostgresStore(SqlStore):
         if not ids:
             return {}
         cur.execute(
-            "SELECT e.id, e.types, e.scopes, e.created_at, e.modified_at, e.data::text "
+            f"SELECT {self._entity_columns()} "
             "FROM unnest(%s::text[]) AS wanted(id) JOIN entities e ON e.tenant = %s AND e.id = wanted.id",
             (list(dict.fromkeys(ids)), tenant),
         )

@@ -180,8 +180,12 @@ class SqlStore(Store, abc.ABC):
 
     # --- reads ---------------------------------------------------------------------------------
 
+    def _entity_columns(self) -> str:
+        """The columns :meth:`_row_to_entity` reads, from the ``entities e`` alias."""
+        return f"e.id, e.types, e.scopes, e.created_at, e.modified_at, {self._data_select()}"
+
     def _select_entities(self) -> str:
-        return f"SELECT e.id, e.types, e.scopes, e.created_at, e.modified_at, {self._data_select()} FROM entities e"
+        return f"SELECT {self._entity_columns()} FROM entities e"
 
     def _row_to_entity(self, row: Sequence[Any]) -> Entity:
         return entity_from_row(row, self._decode_list(row[1]) or [], self._decode_list(row[2]))
@@ -378,7 +382,7 @@ class SqlStore(Store, abc.ABC):
         else:
             where, params = self._where(tenant, query)
             source, order = "entities e WHERE ", "e.id"
-        select = self._select_entities().replace(" FROM entities e", " FROM ")
+        select = f"SELECT {self._entity_columns()} FROM "
         with self._read() as cur:
             count = None
             if query.count:
