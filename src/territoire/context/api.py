@@ -326,7 +326,7 @@ def render_many(
         if not item:
             continue  # pick / omit left no member (4.21): the entity is not part of the result
         if media == GEO_JSON:
-            item = model.to_geojson_feature(item, entity, ctx.terms, ctx.terms.expand(geometry_property), fmt)
+            item = model.to_geojson_feature(item, entity, ctx.terms.expand(geometry_property))
         rendered.append(item)
     if media == GEO_JSON:
         collection: dict[str, Any] = {"type": "FeatureCollection", "features": rendered}
@@ -423,7 +423,7 @@ def retrieve_entity(
         raise ResourceNotFound(f"Entity {entity_id} has no member left after pick / omit", id=entity_id)
     if media == GEO_JSON:
         geometry_property = ctx.terms.expand(geometryProperty or "location")
-        content = model.to_geojson_feature(content, entity, ctx.terms, geometry_property, fmt)
+        content = model.to_geojson_feature(content, entity, geometry_property)
         content = geojson_context(content, ctx, media)
         return json_response(request, content, None, media)
     return json_response(request, content, ctx, media)

@@ -110,12 +110,10 @@ def parse_datetime(text: Any, where: str) -> str:
     if not isinstance(text, str):
         raise BadRequestData(f"{where} must be an ISO 8601 date-time string, got {text!r}")
     try:
-        parsed = datetime.fromisoformat(text)
+        datetime.fromisoformat(text)
     except ValueError:
         raise BadRequestData(f"{where} is not a valid ISO 8601 date-time: {text!r}") from None
-    if parsed.tzinfo is None and not text.endswith("Z"):
-        # NGSI-LD times are UTC; a naive time is read as UTC rather than rejected.
-        pass
+    # A naive time is read as UTC (NGSI-LD times are UTC) rather than rejected.
     return text
 
 
@@ -417,10 +415,7 @@ def render_entity(
             if not instances:
                 continue
         rendered = [render_instance(i, terms, fmt, sys_attrs=sys_attrs, lang=lang) for i in instances]
-        if fmt == "keyValues":
-            out[name] = rendered[0] if len(rendered) == 1 else rendered
-        else:
-            out[name] = rendered[0] if len(rendered) == 1 else rendered
+        out[name] = rendered[0] if len(rendered) == 1 else rendered
     if sys_attrs and fmt != "keyValues":
         out["createdAt"] = entity["createdAt"]
         out["modifiedAt"] = entity["modifiedAt"]
@@ -510,9 +505,7 @@ def _concise(out: dict[str, Any]) -> Any:
     return out
 
 
-def to_geojson_feature(
-    rendered: dict[str, Any], entity: Entity, terms: Terms, geoproperty: str, fmt: Format
-) -> dict[str, Any]:
+def to_geojson_feature(rendered: dict[str, Any], entity: Entity, geoproperty: str) -> dict[str, Any]:
     """Wrap a rendered entity as a GeoJSON Feature (4.5.16); ``geoproperty`` is an expanded IRI."""
     geometry = None
     instances = entity["attrs"].get(geoproperty)
@@ -568,17 +561,6 @@ def merge_instance(old: Instance, patch: Instance, now: str) -> Instance:
     merged["createdAt"] = old.get("createdAt", now)
     merged["modifiedAt"] = now
     return merged
-
-
-def touch(entity: Entity, now: str) -> None:
-    entity["modifiedAt"] = now
-
-
-def attribute_names(entities: Iterable[Entity]) -> set[str]:
-    names: set[str] = set()
-    for entity in entities:
-        names.update(entity["attrs"])
-    return names
 
 
 def geo_instances(entity: Entity) -> list[tuple[str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from territoire.context.errors import AlreadyExists, NgsiLdError, ResourceNotFound
 from territoire.context.model import (
@@ -503,7 +503,3 @@ def batch_delete(store: Store, tenant: str, ids: Sequence[str]) -> BatchResult:
         return None, True, False
 
     return _batch(store, tenant, ids, step)
-
-
-def result_summary(result: BatchResult) -> dict[str, Any]:
-    return {"success": result.success, "errors": [(i, e.detail) for i, e in result.errors]}
